@@ -1,0 +1,98 @@
+"""Composition root: settings -> storage -> engine -> platforms -> outbox worker -> scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import fields
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot import jobs
+from bot.delivery import OutboxWorker
+from bot.engine.clock import Clock, SystemClock
+from bot.engine.context import EngineContext
+from bot.engine.program_settings import ProgramSettings
+from bot.engine.service import ReferralEngine
+from bot.platforms.base import Platform
+from config.i18n import Catalog
+from config.settings import ConfigError, Settings
+from storage.database import Database
+
+log = logging.getLogger(__name__)
+
+
+def program_defaults(settings: Settings) -> ProgramSettings:
+    known = {f.name for f in fields(ProgramSettings)}
+    unknown = sorted(set(settings.program) - known)
+    if unknown:
+        raise ConfigError(
+            f"program.{unknown[0]}: unknown setting; allowed: {', '.join(sorted(known))}"
+        )
+    try:
+        return ProgramSettings().with_defaults(dict(settings.program))
+    except TypeError as exc:
+        raise ConfigError(f"[program]: {exc}") from None
+
+
+class App:
+    def __init__(
+        self, settings: Settings, platforms: list[Platform], clock: Clock | None = None
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.catalog = Catalog()
+        self.db = Database(settings.database.url)
+        self.platforms: dict[str, Platform] = {p.name: p for p in platforms}
+        self.ctx = EngineContext(
+            clock=self.clock,
+            defaults=program_defaults(settings),
+            capabilities={p.name: p.capabilities for p in platforms},
+            recheck_seconds=settings.jobs.recheck_seconds,
+            code_attempt_limit=settings.codes.attempt_limit,
+            code_attempt_window=settings.codes.attempt_window_seconds,
+            code_lock_seconds=settings.codes.lock_seconds,
+        )
+        self.engine = ReferralEngine(self.db, self.ctx)
+        self.outbox = OutboxWorker(self.db, self.platforms, self.clock, settings.outbox)
+        self.db.writer.on_commit.append(self.outbox.wake)
+        self.scheduler: AsyncIOScheduler | None = None
+        self._outbox_task: asyncio.Task | None = None
+
+    async def open(self) -> None:
+        """Storage and platforms, without background work (scenarios drive time themselves)."""
+        await self.db.open()
+        for platform in self.platforms.values():
+            await platform.start(self)
+
+    async def start(self) -> None:
+        """Everything, including the scheduler and the outbox worker (``referral-bot run``)."""
+        await self.open()
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        jobs.schedule(self.scheduler, self)
+        self.scheduler.start()
+        self._outbox_task = asyncio.create_task(
+            self.outbox.run(self.settings.jobs.outbox_poll_seconds), name="outbox-worker"
+        )
+        log.info("event=app.started platforms=%s", ",".join(self.platforms))
+
+    async def run_jobs(self) -> None:
+        await jobs.run_all(self)
+
+    async def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+        if self._outbox_task is not None:
+            self._outbox_task.cancel()
+            try:
+                await self._outbox_task
+            except asyncio.CancelledError:
+                pass
+            self._outbox_task = None
+        try:
+            await self.engine.flush_activity()
+        finally:
+            for platform in self.platforms.values():
+                await platform.stop()
+            await self.db.close()

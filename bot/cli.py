@@ -1,0 +1,192 @@
+"""The ``referral-bot`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from bot.app import App
+from bot.engine.clock import SystemClock
+from bot.platforms.console import ConsolePlatform
+from bot.scenario import ScenarioError, ScenarioRunner
+from config import settings as config
+from storage.backup import backup_sqlite
+from storage.database import Database, redact
+
+DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.scenario"
+log = logging.getLogger("referral-bot")
+
+
+def _settings(args: argparse.Namespace) -> config.Settings:
+    return config.load(getattr(args, "config", None))
+
+
+def _with_database(settings: config.Settings, url: str) -> config.Settings:
+    return replace(settings, database=replace(settings.database, url=url))
+
+
+def _temp_database() -> str:
+    folder = Path(tempfile.mkdtemp(prefix="referral-bot-"))
+    return f"sqlite+aiosqlite:///{folder / 'scenario.db'}"
+
+
+async def _simulate(settings: config.Settings, path: Path) -> int:
+    runner = ScenarioRunner(settings, echo=print)
+    try:
+        result = await runner.run_file(path)
+    except ScenarioError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 2
+    if result.failures:
+        print(f"\n{len(result.failures)} expectation(s) failed:", file=sys.stderr)
+        for failure in result.failures:
+            print(f"  {path}: {failure}", file=sys.stderr)
+        return 1
+    print(f"\n{path.name}: every expectation met.")
+    return 0
+
+
+async def _console(settings: config.Settings) -> int:
+    runner = ScenarioRunner(settings, echo=print)
+    runner.clock.set(SystemClock().now())
+    await runner.app.open()
+    print(
+        "Referral bot console. Type scenario lines, e.g.  join alice  |  alice: /invite  |  "
+        "advance 3d  |  quit"
+    )
+    try:
+        for name in settings.console.communities:
+            if name not in runner.console.communities:
+                await runner.step(0, f"community {name}")
+        line_no = 0
+        while True:
+            try:
+                line = await asyncio.to_thread(input, "> ")
+            except EOFError:
+                break
+            line_no += 1
+            if line.strip() in ("quit", "exit"):
+                break
+            try:
+                await runner.step(line_no, line)
+            except ScenarioError as exc:
+                print(f"  {exc}")
+    finally:
+        await runner.app.close()
+    return 0
+
+
+async def _run(settings: config.Settings) -> int:
+    platforms = [ConsolePlatform()] if settings.console.enabled else []
+    if not platforms:
+        print(
+            "No platform is enabled in the configuration (console.enabled = false).",
+            file=sys.stderr,
+        )
+        return 2
+    app = App(settings, platforms, clock=SystemClock())
+    await app.start()
+    console = platforms[0]
+    for name in settings.console.communities:
+        await console.add_community(name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"referral-bot running on {', '.join(app.platforms)} with {redact(settings.database.url)}; "
+        "Ctrl-C stops it."
+    )
+    try:
+        if sys.stdin.isatty():
+            print("Type as a member, e.g.  alice: /invite")
+            while not stop.is_set():
+                line = await asyncio.to_thread(input, "> ")
+                if ":" in line:
+                    user, _, text = line.partition(":")
+                    await console.say(user.strip(), text.strip())
+        else:
+            await stop.wait()
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        await app.close()
+    return 0
+
+
+async def _migrate(settings: config.Settings) -> int:
+    db = Database(settings.database.url)
+    await db.migrate()
+    await db.close()
+    print(f"database at {redact(settings.database.url)} is up to date")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="referral-bot", description="A referral bot for chat communities."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start the configured platforms")
+    run.add_argument("--config", help="TOML settings file (see docs/configuration.md)")
+    con = sub.add_parser("console", help="an interactive terminal community")
+    con.add_argument("--config")
+    sim = sub.add_parser("simulate", help="run a scenario script and print the transcript")
+    sim.add_argument("file", type=Path)
+    sim.add_argument("--config")
+    sim.add_argument("--database", help="database URL (default: a fresh temporary SQLite file)")
+    sub.add_parser("demo", help="play the bundled demo scenario")
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.add_argument("--config")
+    bak = sub.add_parser("backup", help="copy a live SQLite database consistently")
+    bak.add_argument("out", type=Path)
+    bak.add_argument("--config")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = _settings(args)
+    except config.ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=os.environ.get("REFERRAL_BOT_LOG_LEVEL", settings.logging.level).upper()
+        if args.command in ("run",)
+        else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if args.command == "demo":
+        data = Path("data")
+        data.mkdir(exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            (data / f"demo.db{suffix}").unlink(missing_ok=True)
+        settings = _with_database(settings, f"sqlite+aiosqlite:///{data / 'demo.db'}")
+        return asyncio.run(_simulate(settings, DEMO))
+    if args.command == "simulate":
+        if not args.file.is_file():
+            print(f"simulate: no such scenario file {str(args.file)!r}", file=sys.stderr)
+            return 2
+        settings = _with_database(settings, args.database or _temp_database())
+        return asyncio.run(_simulate(settings, args.file))
+    if args.command == "console":
+        return asyncio.run(_console(settings))
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
+    if args.command == "backup":
+        db = Database(settings.database.url)
+        if db.path is None:
+            print(
+                "backup: only SQLite databases are copied this way; use pg_dump for PostgreSQL",
+                file=sys.stderr,
+            )
+            return 2
+        pages = backup_sqlite(db.path, args.out)
+        print(f"copied {pages} pages of {db.path} to {args.out}")
+        return 0
+    return asyncio.run(_run(settings))

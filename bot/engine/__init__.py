@@ -1,0 +1,1 @@
+"""The referral domain. Platform-neutral: no import of discord, telegram, sqlalchemy or aiohttp."""

@@ -1,0 +1,61 @@
+"""Events that platform adapters hand to the engine, in platform-neutral terms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class JoinSource(StrEnum):
+    INVITE_LINK = "invite-link"  # the platform saw which personal link was used
+    TYPED_CODE = "typed-code"  # the newcomer typed a code while joining (console, forms)
+    AMBIGUOUS = "ambiguous"  # several links could explain the join; never guessed
+    ORGANIC = "organic"  # vanity URL, public "Join" button, discovery
+    UNKNOWN = "unknown"  # the bot was away, or the platform says nothing
+
+
+@dataclass(frozen=True, slots=True)
+class CommunityRef:
+    platform: str
+    external_id: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UserRef:
+    user_id: str
+    display_name: str
+    account_created_at: int | None = None  # epoch seconds, when the platform knows
+    locale: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberJoined:
+    community: CommunityRef
+    user: UserRef
+    source: JoinSource = JoinSource.UNKNOWN
+    code: str | None = None  # for INVITE_LINK and TYPED_CODE
+    candidates: tuple[str, ...] = ()  # codes that could explain an AMBIGUOUS join
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLeft:
+    community: CommunityRef
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePosted:
+    """Counted, never stored: only who posted where."""
+
+    community: CommunityRef
+    user: UserRef
+    roles: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RolesChanged:
+    community: CommunityRef
+    user_id: str
+    roles: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,572 @@
+"""Joins, leaves, activity: the hot paths, written set-based for group commit.
+
+``process_joins`` takes every join that arrived while the previous transaction was committing
+and handles them with a fixed number of statements, whatever their number.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.engine import codes as codes_mod
+from bot.engine import communities
+from bot.engine.clock import DAY
+from bot.engine.context import EngineContext
+from bot.engine.events import CommunityRef, JoinSource, MemberJoined, MemberLeft, UserRef
+from bot.engine.models import Community, Membership, Participant, ReferralStatus
+from bot.engine.notify import to_channel, to_user
+from bot.engine.ports import Repository
+from bot.engine.program_settings import ProgramSettings
+from bot.engine.text import Mention, Text, t
+
+
+@dataclass(frozen=True, slots=True)
+class JoinResult:
+    participant_id: int
+    outcome: str  # new | rejoin | duplicate
+    credited_to: str | None = None  # the referrer's display name
+    not_credited: str | None = None  # why a code did not credit
+    referral_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveResult:
+    known: bool
+    referrals_left: int = 0
+
+
+def _participant_row(program_id: int, platform: str, user: UserRef, now: int, origin: str) -> dict:
+    return {
+        "program_id": program_id,
+        "platform": platform,
+        "user_id": user.user_id,
+        "display_name": user.display_name[:200],
+        "locale": user.locale,
+        "account_created_at": user.account_created_at,
+        "first_joined_at": now,
+        "origin": origin,
+        "message_count": 0,
+        "created_at": now,
+    }
+
+
+def _is_active(memberships: Sequence[Membership]) -> bool:
+    return any(m.left_at is None for m in memberships)
+
+
+def _credit_check(
+    code_value: str | None,
+    ctx_codes: dict,
+    owners: dict[int, Participant],
+    owner_memberships: dict[int, list[Membership]],
+    joiner_program: int,
+    joiner_id: int,
+) -> tuple[object | None, str | None]:
+    """(code, None) when the code credits its owner, else (None, reason)."""
+    if code_value is None:
+        return None, "code-malformed"
+    code = ctx_codes.get(code_value)
+    if code is None or code.program_id != joiner_program:
+        return None, "code-unknown"
+    if code.revoked_at is not None:
+        return None, "code-revoked"
+    if code.participant_id == joiner_id:
+        return None, "self-referral"
+    owner = owners.get(code.participant_id)
+    if owner is None or owner.banned_at is not None:
+        return None, "referrer-banned"
+    if not _is_active(owner_memberships.get(owner.id, [])):
+        return None, "referrer-left"
+    return code, None
+
+
+async def process_joins(
+    repo: Repository, ctx: EngineContext, events: list[MemberJoined]
+) -> list[JoinResult]:
+    now = ctx.clock.now()
+    comms = await communities.resolve(repo, ctx, (e.community for e in events), now)
+    settings = await communities.settings_for(repo, ctx, {c.program_id for c in comms.values()})
+
+    def key_of(e: MemberJoined) -> tuple[int, str, str]:
+        c = comms[(e.community.platform, e.community.external_id)]
+        return (c.program_id, c.platform, e.user.user_id)
+
+    existing = await repo.participants_by_identity(key_of(e) for e in events)
+    new_rows: dict[tuple[int, str, str], dict] = {}
+    for e in events:
+        k = key_of(e)
+        if k not in existing and k not in new_rows:
+            new_rows[k] = _participant_row(k[0], k[1], e.user, now, "join")
+    new_ids = await repo.insert_participants(list(new_rows.values()))
+    people: dict[tuple[int, str, str], Participant] = dict(existing)
+    for (k, row), pid in zip(new_rows.items(), new_ids, strict=True):
+        people[k] = Participant(
+            id=pid,
+            program_id=k[0],
+            platform=k[1],
+            user_id=k[2],
+            display_name=row["display_name"],
+            locale=row["locale"],
+            account_created_at=row["account_created_at"],
+            first_joined_at=now,
+            origin="join",
+            message_count=0,
+            banned_at=None,
+            code_lock_until=None,
+        )
+    memberships = await repo.memberships_of(p.id for p in existing.values())
+
+    wanted = {codes_mod.normalize(e.code) for e in events if e.code}
+    wanted.discard(None)
+    code_rows = await repo.codes_by_value(wanted)  # type: ignore[arg-type]
+    owner_ids = {c.participant_id for c in code_rows.values()}
+    owners = await repo.participants(owner_ids)
+    owner_memberships = await repo.memberships_of(owner_ids)
+
+    results: list[JoinResult] = []
+    new_memberships: list[dict] = []
+    rejoins: list[dict] = []
+    referral_rows: list[dict] = []
+    referral_owner: list[Participant] = []
+    greetings: list[Greeting] = []
+    inserted = frozenset(new_ids)
+    first_seen: set[int] = set()
+    active_pairs: set[tuple[int, int]] = set()
+
+    for e in events:
+        c = comms[(e.community.platform, e.community.external_id)]
+        s = settings[c.program_id]
+        person = people[key_of(e)]
+        pair = (c.id, person.id)
+        is_new = person.id in inserted and person.id not in first_seen
+        first_seen.add(person.id)
+        if pair in active_pairs:
+            results.append(JoinResult(person.id, "duplicate"))
+            continue
+        current = next((m for m in memberships.get(person.id, []) if m.community_id == c.id), None)
+        if current is not None and current.left_at is None:
+            results.append(JoinResult(person.id, "duplicate"))
+            active_pairs.add(pair)
+            continue
+        active_pairs.add(pair)
+        details = json.dumps({"candidates": list(e.candidates)}) if e.candidates else None
+        roles = "\n".join(e.roles)
+        if current is not None:
+            rejoins.append(
+                {
+                    "mid": current.id,
+                    "joined_at": now,
+                    "left_at": None,
+                    "join_source": e.source.value,
+                    "join_details": details,
+                    "roles": roles,
+                }
+            )
+        else:
+            new_memberships.append(
+                {
+                    "participant_id": person.id,
+                    "community_id": c.id,
+                    "joined_at": now,
+                    "left_at": None,
+                    "first_joined_at": now,
+                    "join_source": e.source.value,
+                    "join_details": details,
+                    "message_count": 0,
+                    "roles": roles,
+                }
+            )
+        if not is_new:
+            results.append(JoinResult(person.id, "rejoin"))
+            greetings.append(Greeting(c, person, None, s, is_new=False))
+            continue
+        if e.source not in (JoinSource.INVITE_LINK, JoinSource.TYPED_CODE) or not e.code:
+            results.append(JoinResult(person.id, "new"))
+            greetings.append(Greeting(c, person, None, s, is_new=True))
+            continue
+        code, why = _credit_check(
+            codes_mod.normalize(e.code),
+            code_rows,
+            owners,
+            owner_memberships,
+            c.program_id,
+            person.id,
+        )
+        if code is None:
+            results.append(JoinResult(person.id, "new", not_credited=why))
+            greetings.append(Greeting(c, person, None, s, is_new=True))
+            continue
+        owner = owners[code.participant_id]  # type: ignore[attr-defined]
+        referral_rows.append(
+            {
+                "program_id": c.program_id,
+                "referrer_id": owner.id,
+                "referred_id": person.id,
+                "code_id": code.id,
+                "community_id": c.id,
+                "source": e.source.value,  # type: ignore[attr-defined]
+                "status": ReferralStatus.PENDING.value,
+                "risk": 0,
+                "created_at": now,
+                "due_at": now + s.min_days * DAY,
+                "expires_at": now + s.conversion_window_days * DAY,
+            }
+        )
+        referral_owner.append(owner)
+        results.append(JoinResult(person.id, "new", credited_to=owner.display_name))
+        greetings.append(Greeting(c, person, owner, s, is_new=True))
+
+    await repo.insert_memberships(new_memberships)
+    await repo.update_memberships(rejoins)
+    referral_ids = await repo.insert_referrals(referral_rows)
+    by_referred = {
+        row["referred_id"]: rid for row, rid in zip(referral_rows, referral_ids, strict=True)
+    }
+    results = [
+        JoinResult(
+            r.participant_id,
+            r.outcome,
+            r.credited_to,
+            r.not_credited,
+            by_referred.get(r.participant_id) if r.credited_to else None,
+        )
+        for r in results
+    ]
+    await _greet(repo, ctx, greetings, now)
+    return results
+
+
+@dataclass(frozen=True, slots=True)
+class Greeting:
+    community: Community
+    person: Participant
+    referrer: Participant | None
+    settings: ProgramSettings
+    is_new: bool
+
+
+async def _greet(repo: Repository, ctx: EngineContext, greetings: list[Greeting], now: int) -> None:
+    """Welcome in the community, the newcomer's own code in private, a notice to the referrer."""
+    rows: list[dict] = []
+    own_codes = await ensure_codes(
+        repo,
+        [
+            g.person
+            for g in greetings
+            if g.is_new and communities.dm_newcomers(ctx, g.community, g.settings)
+        ],
+        now,
+        fresh=True,
+    )
+    for g in greetings:
+        c, person, referrer, s = g.community, g.person, g.referrer, g.settings
+        member = Mention(person.user_id, person.display_name)
+        returning = not g.is_new
+        locale = communities.locale_of(s, None)
+        if returning:
+            body: Text = t("welcome.back", member=member, community=c.name)
+        elif s.welcome_text:
+            body = t(
+                "welcome.custom",
+                body=Text(
+                    "$custom",
+                    {
+                        "template": s.welcome_text,
+                        "member": member,
+                        "community": c.name,
+                        "inviter": Mention(referrer.user_id, referrer.display_name)
+                        if referrer
+                        else "",
+                    },
+                ),
+            )
+        elif referrer is not None:
+            body = t(
+                "welcome.referred",
+                member=member,
+                community=c.name,
+                inviter=Mention(referrer.user_id, referrer.display_name),
+            )
+        else:
+            body = t("welcome.plain", member=member, community=c.name)
+        rows.append(to_channel(c, None, body, locale, f"welcome:{c.id}:{person.id}:{now}", now))
+        code = own_codes.get(person.id)
+        if code is not None:
+            rows.append(
+                to_user(
+                    c,
+                    person.user_id,
+                    t(
+                        "dm.newcomer",
+                        community=c.name,
+                        code=codes_mod.display(code),
+                        min_days=s.min_days,
+                        min_messages=s.min_messages,
+                        rules=s.rules_text or t("rules.default_summary"),
+                    ),
+                    communities.locale_of(s, person.locale),
+                    f"dm-newcomer:{person.id}",
+                    now,
+                )
+            )
+        if referrer is not None:
+            rows.append(
+                to_user(
+                    c,
+                    referrer.user_id,
+                    t(
+                        "dm.referrer_joined",
+                        member=person.display_name,
+                        community=c.name,
+                        min_days=s.min_days,
+                        min_messages=s.min_messages,
+                    ),
+                    communities.locale_of(s, referrer.locale),
+                    f"referrer-joined:{person.id}",
+                    now,
+                )
+            )
+    await repo.add_outbox(rows)
+
+
+async def ensure_codes(
+    repo: Repository, people: list[Participant], now: int, *, fresh: bool = False
+) -> dict[int, str]:
+    """The active code of each participant, creating missing ones (set-based).
+
+    ``fresh``: the participants were created in this transaction, so none has a code yet.
+    """
+    out: dict[int, str] = {}
+    missing: list[Participant] = []
+    for p in people:
+        existing = None if fresh else await repo.active_code(p.id)
+        if existing is not None:
+            out[p.id] = existing.code
+        else:
+            missing.append(p)
+    for _attempt in range(5):  # a collision in a 49-bit space is rare; retry just those
+        if not missing:
+            break
+        rows = [
+            {
+                "program_id": p.program_id,
+                "participant_id": p.id,
+                "code": codes_mod.generate(),
+                "created_at": now,
+            }
+            for p in missing
+        ]
+        inserted = await repo.insert_codes(rows)
+        out.update({pid: code.code for pid, code in inserted.items()})
+        missing = [p for p in missing if p.id not in inserted]
+    if missing:
+        raise RuntimeError("could not generate unique referral codes")
+    return out
+
+
+async def process_leaves(
+    repo: Repository, ctx: EngineContext, events: list[MemberLeft]
+) -> list[LeaveResult]:
+    now = ctx.clock.now()
+    results: list[LeaveResult] = []
+    for e in events:
+        c = await communities.existing(repo, ctx, e.community)
+        if c is None:
+            results.append(LeaveResult(False))
+            continue
+        person = (await repo.participants_by_identity([(c.program_id, c.platform, e.user_id)])).get(
+            (c.program_id, c.platform, e.user_id)
+        )
+        if person is None:
+            results.append(LeaveResult(False))
+            continue
+        mine = (await repo.memberships_of([person.id])).get(person.id, [])
+        here = next((m for m in mine if m.community_id == c.id and m.left_at is None), None)
+        if here is None:
+            results.append(LeaveResult(True))
+            continue
+        await repo.update_memberships([{"mid": here.id, "left_at": now}])
+        if any(m.left_at is None for m in mine if m.id != here.id):
+            results.append(LeaveResult(True))
+            continue
+        open_refs = await repo.open_referrals_of_referred([person.id])
+        await repo.update_referrals(
+            [
+                {
+                    "rid": r.id,
+                    "status": ReferralStatus.LEFT.value,
+                    "due_at": r.due_at,
+                    "converted_at": None,
+                    "ended_at": now,
+                    "reason": "left before converting",
+                }
+                for r in open_refs
+            ]
+        )
+        results.append(LeaveResult(True, len(open_refs)))
+    return results
+
+
+@dataclass(slots=True)
+class Activity:
+    community: CommunityRef
+    user: UserRef
+    count: int
+    roles: tuple[str, ...] | None
+
+
+async def flush_activity(
+    repo: Repository, ctx: EngineContext, batches: list[list[Activity]]
+) -> list[int]:
+    """Add buffered message counts in one batched statement per table; returns rows touched."""
+    now = ctx.clock.now()
+    items = [a for batch in batches for a in batch]
+    comms = await communities.resolve(repo, ctx, (a.community for a in items), now)
+    keys = {}
+    for a in items:
+        c = comms[(a.community.platform, a.community.external_id)]
+        keys[(c.program_id, c.platform, a.user.user_id)] = (c, a)
+    people = await repo.participants_by_identity(keys)
+    unknown = [k for k in keys if k not in people]
+    rows = [_participant_row(k[0], k[1], keys[k][1].user, now, "existing") for k in unknown]
+    for k, pid in zip(unknown, await repo.insert_participants(rows), strict=True):
+        people[k] = Participant(
+            pid,
+            k[0],
+            k[1],
+            k[2],
+            keys[k][1].user.display_name,
+            None,
+            None,
+            now,
+            "existing",
+            0,
+            None,
+            None,
+        )
+    mships = await repo.memberships_of(p.id for p in people.values())
+    per_participant: dict[int, int] = defaultdict(int)
+    per_membership: dict[int, int] = defaultdict(int)
+    role_updates: dict[int, str] = {}
+    new_memberships: dict[tuple[int, int], dict] = {}
+    for a in items:
+        c = comms[(a.community.platform, a.community.external_id)]
+        person = people[(c.program_id, c.platform, a.user.user_id)]
+        per_participant[person.id] += a.count
+        m = next((m for m in mships.get(person.id, []) if m.community_id == c.id), None)
+        if m is None:
+            row = new_memberships.setdefault(
+                (c.id, person.id),
+                {
+                    "participant_id": person.id,
+                    "community_id": c.id,
+                    "joined_at": None,
+                    "left_at": None,
+                    "first_joined_at": now,
+                    "join_source": "existing",
+                    "join_details": None,
+                    "message_count": 0,
+                    "roles": "",
+                },
+            )
+            row["message_count"] += a.count
+            if a.roles is not None:
+                row["roles"] = "\n".join(a.roles)
+            continue
+        per_membership[m.id] += a.count
+        if a.roles is not None:
+            role_updates[m.id] = "\n".join(a.roles)
+    await repo.insert_memberships(list(new_memberships.values()))
+    await repo.add_message_counts(list(per_participant.items()), list(per_membership.items()))
+    await repo.update_memberships([{"mid": mid, "roles": r} for mid, r in role_updates.items()])
+    return [len(batch) for batch in batches]
+
+
+async def set_roles(
+    repo: Repository,
+    ctx: EngineContext,
+    community: CommunityRef,
+    user_id: str,
+    roles: tuple[str, ...],
+) -> None:
+    c = await communities.existing(repo, ctx, community)
+    if c is None:
+        return
+    person = (await repo.participants_by_identity([(c.program_id, c.platform, user_id)])).get(
+        (c.program_id, c.platform, user_id)
+    )
+    if person is None:
+        return
+    m = next(
+        (
+            m
+            for m in (await repo.memberships_of([person.id])).get(person.id, [])
+            if m.community_id == c.id
+        ),
+        None,
+    )
+    if m is not None:
+        await repo.update_memberships([{"mid": m.id, "roles": "\n".join(roles)}])
+
+
+async def touch(
+    repo: Repository,
+    ctx: EngineContext,
+    ref: CommunityRef,
+    user: UserRef,
+    roles: tuple[str, ...] | None = None,
+) -> tuple[Community, Participant]:
+    """The community and participant behind a command, created on first interaction.
+
+    Someone we first meet through a command was already a member: origin "existing", so they
+    can refer others but can never be counted as someone's referral.
+    """
+    now = ctx.clock.now()
+    c = (await communities.resolve(repo, ctx, [ref], now))[(ref.platform, ref.external_id)]
+    key = (c.program_id, c.platform, user.user_id)
+    person = (await repo.participants_by_identity([key])).get(key)
+    if person is None:
+        [pid] = await repo.insert_participants([_participant_row(*key[:2], user, now, "existing")])
+        person = Participant(
+            pid,
+            c.program_id,
+            c.platform,
+            user.user_id,
+            user.display_name[:200],
+            user.locale,
+            user.account_created_at,
+            now,
+            "existing",
+            0,
+            None,
+            None,
+        )
+    mine = (await repo.memberships_of([person.id])).get(person.id, [])
+    here = next((m for m in mine if m.community_id == c.id), None)
+    if here is None:
+        await repo.insert_memberships(
+            [
+                {
+                    "participant_id": person.id,
+                    "community_id": c.id,
+                    "joined_at": None,
+                    "left_at": None,
+                    "first_joined_at": now,
+                    "join_source": "existing",
+                    "join_details": None,
+                    "message_count": 0,
+                    "roles": "\n".join(roles or ()),
+                }
+            ]
+        )
+    elif roles is not None and tuple(roles) != here.roles:
+        await repo.update_memberships([{"mid": here.id, "roles": "\n".join(roles)}])
+    if user.display_name and user.display_name[:200] != person.display_name:
+        await repo.update_participants(
+            [{"pid": person.id, "display_name": user.display_name[:200]}]
+        )
+        person.display_name = user.display_name[:200]
+    return c, person

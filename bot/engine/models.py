@@ -1,0 +1,159 @@
+"""The engine's records. Repositories return these, never driver rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ReferralStatus(StrEnum):
+    PENDING = "pending"
+    CONVERTED = "converted"
+    LEFT = "left"
+    EXPIRED = "expired"
+    HELD = "held"  # fraud review: counts only once a moderator approves
+    REJECTED = "rejected"  # taken back
+
+
+class RewardKind(StrEnum):
+    ROLE = "role"
+    COUPON = "coupon"
+    POINTS = "points"
+    MESSAGE = "message"
+    CHANNEL_ACCESS = "channel_access"
+
+
+class GrantStatus(StrEnum):
+    AVAILABLE = "available"
+    REDEEMED = "redeemed"
+    REVOKED = "revoked"
+    HELD = "held"
+
+
+class Audience(StrEnum):
+    MEMBER = "member"
+    MODERATOR = "moderator"
+    ADMIN = "admin"
+
+
+@dataclass(slots=True)
+class Community:
+    id: int
+    platform: str
+    external_id: str
+    name: str
+    program_id: int
+
+
+@dataclass(slots=True)
+class Participant:
+    """A person in a program: one platform account, across the program's communities."""
+
+    id: int
+    program_id: int
+    platform: str
+    user_id: str
+    display_name: str
+    locale: str | None
+    account_created_at: int | None
+    first_joined_at: int | None
+    origin: str
+    message_count: int
+    banned_at: int | None
+    code_lock_until: int | None
+
+
+@dataclass(slots=True)
+class Membership:
+    id: int
+    participant_id: int
+    community_id: int
+    joined_at: int | None
+    left_at: int | None
+    first_joined_at: int | None
+    message_count: int
+    roles: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class ReferralCode:
+    id: int
+    program_id: int
+    participant_id: int
+    code: str
+    created_at: int
+    revoked_at: int | None
+
+
+@dataclass(slots=True)
+class Referral:
+    id: int
+    program_id: int
+    referrer_id: int
+    referred_id: int
+    code_id: int | None
+    community_id: int
+    source: str
+    status: ReferralStatus
+    created_at: int
+    due_at: int
+    expires_at: int
+    converted_at: int | None
+    ended_at: int | None
+    reason: str | None
+
+
+@dataclass(slots=True)
+class Tier:
+    id: int
+    program_id: int
+    name: str
+    threshold: int
+    reward_kind: RewardKind
+    reward_value: str
+
+
+@dataclass(slots=True)
+class Grant:
+    id: int
+    program_id: int
+    participant_id: int
+    tier_id: int | None
+    referral_id: int | None
+    side: str  # referrer | referee
+    label: str  # the tier name, or "welcome" for a referee reward
+    kind: RewardKind
+    value: str
+    status: GrantStatus
+    created_at: int
+    available_at: int
+    redeemed_at: int | None
+    coupon_code: str | None
+
+
+@dataclass(slots=True)
+class AuditEntry:
+    id: int
+    program_id: int
+    actor: str
+    action: str
+    details: str
+    created_at: int
+
+
+@dataclass(slots=True)
+class LeaderboardRow:
+    participant_id: int
+    display_name: str
+    user_id: str
+    count: int
+
+
+@dataclass(slots=True)
+class OutboxItem:
+    id: int
+    platform: str
+    kind: str
+    payload: dict
+    dedupe_key: str
+    attempts: int

@@ -1,0 +1,237 @@
+"""The storage port: what the engine needs from a database, in the engine's own terms.
+
+storage.repository.Repository implements it over SQLAlchemy Core (SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeVar
+
+from bot.engine.models import (
+    AuditEntry,
+    Community,
+    Grant,
+    LeaderboardRow,
+    Membership,
+    OutboxItem,
+    Participant,
+    Referral,
+    ReferralCode,
+    Tier,
+)
+
+R = TypeVar("R")
+ParticipantKey = tuple[int, str, str]  # (program_id, platform, user_id)
+
+
+class Repository(Protocol):
+    """One transaction's view of the database. List-taking methods are set-based."""
+
+    hooks: list[Callable[[], None]]
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` once this transaction has committed (never if it rolls back)."""
+        ...
+
+    async def create_program(self, name: str, settings: dict[str, Any], now: int) -> int: ...
+
+    async def program(self, program_id: int) -> tuple[str, dict[str, Any], int] | None: ...
+
+    async def program_settings(self, program_ids: Iterable[int]) -> dict[int, dict[str, Any]]: ...
+
+    async def save_program_settings(self, program_id: int, settings: dict[str, Any]) -> None: ...
+
+    async def programs_created(self) -> dict[int, int]: ...
+
+    async def community(self, platform: str, external_id: str) -> Community | None: ...
+
+    async def community_by_id(self, community_id: int) -> Community | None: ...
+
+    async def create_community(
+        self, platform: str, external_id: str, name: str, program_id: int, now: int
+    ) -> Community: ...
+
+    async def program_communities(self, program_id: int) -> list[Community]: ...
+
+    async def program_has_activity(self, program_id: int) -> bool: ...
+
+    async def move_community(self, community_id: int, target_program_id: int) -> None:
+        """Re-home a community and its members in another program (before any activity)."""
+        ...
+
+    async def participants_by_identity(
+        self, keys: Iterable[ParticipantKey]
+    ) -> dict[ParticipantKey, Participant]: ...
+
+    async def participant(self, participant_id: int) -> Participant | None: ...
+
+    async def participants(self, ids: Iterable[int]) -> dict[int, Participant]: ...
+
+    async def insert_participants(self, rows: list[dict[str, Any]]) -> list[int]: ...
+
+    async def update_participants(self, rows: list[dict[str, Any]]) -> None:
+        """Each row: ``pid`` plus the columns to set (all rows must set the same columns)."""
+        ...
+
+    async def memberships_of(
+        self, participant_ids: Iterable[int]
+    ) -> dict[int, list[Membership]]: ...
+
+    async def insert_memberships(self, rows: list[dict[str, Any]]) -> None: ...
+
+    async def update_memberships(self, rows: list[dict[str, Any]]) -> None:
+        """Each row: ``mid`` plus the columns to set (all rows must set the same columns)."""
+        ...
+
+    async def add_message_counts(
+        self, by_participant: list[tuple[int, int]], by_membership: list[tuple[int, int]]
+    ) -> None: ...
+
+    async def record_code_attempt(self, participant_id: int, entered: str, now: int) -> None: ...
+
+    async def code_attempts_since(self, participant_id: int, since: int) -> int: ...
+
+    async def active_code(self, participant_id: int) -> ReferralCode | None: ...
+
+    async def codes_by_value(self, values: Iterable[str]) -> dict[str, ReferralCode]: ...
+
+    async def insert_codes(self, rows: list[dict[str, Any]]) -> dict[int, ReferralCode]:
+        """Insert codes; a row whose code already exists (a collision) is skipped."""
+        ...
+
+    async def revoke_code(self, code_id: int, now: int) -> None: ...
+
+    async def link_for(self, code_id: int, community_id: int) -> str | None: ...
+
+    async def save_link(self, code_id: int, community_id: int, url: str, now: int) -> str: ...
+
+    async def referral_of_referred(
+        self, program_id: int, participant_id: int
+    ) -> Referral | None: ...
+
+    async def referral(self, referral_id: int) -> Referral | None: ...
+
+    async def insert_referrals(self, rows: list[dict[str, Any]]) -> list[int]: ...
+
+    async def due_referrals(self, now: int, limit: int) -> list[Referral]: ...
+
+    async def update_referrals(self, rows: list[dict[str, Any]]) -> None:
+        """Each row: ``rid`` plus status, due_at, converted_at, ended_at, reason."""
+        ...
+
+    async def open_referrals_of_referred(
+        self, participant_ids: Iterable[int]
+    ) -> list[Referral]: ...
+
+    async def referral_counts(self, referrer_id: int) -> dict[str, int]: ...
+
+    async def converted_counts(self, referrer_ids: Iterable[int]) -> dict[int, int]: ...
+
+    async def recent_referrals(self, referrer_id: int, limit: int) -> list[Referral]: ...
+
+    async def tiers(self, program_id: int) -> list[Tier]: ...
+
+    async def insert_tier(
+        self, program_id: int, name: str, threshold: int, kind: str, value: str, now: int
+    ) -> int: ...
+
+    async def update_tier(self, tier_id: int, threshold: int, kind: str, value: str) -> None: ...
+
+    async def remove_tier(self, tier_id: int, now: int) -> None: ...
+
+    async def insert_grants(self, rows: list[dict[str, Any]]) -> list[Grant]:
+        """Insert grants; one whose dedupe key exists is skipped. Returns the ones created."""
+        ...
+
+    async def grants_of(self, participant_id: int) -> list[Grant]: ...
+
+    async def grant(self, grant_id: int) -> Grant | None: ...
+
+    async def mark_redeemed(self, grant_id: int, now: int, coupon_code: str | None) -> bool: ...
+
+    async def revoke_grants(self, grant_ids: list[int], now: int) -> None:
+        """Revoke grants and free their dedupe keys, so reaching the tier again grants it again."""
+        ...
+
+    async def due_role_grants(self, now: int, limit: int) -> list[Grant]: ...
+
+    async def unannounced_grants(self, limit: int) -> list[Grant]: ...
+
+    async def mark_announced(self, grant_ids: list[int], now: int) -> None: ...
+
+    async def add_coupons(self, program_id: int, pool: str, codes: list[str], now: int) -> int: ...
+
+    async def claim_coupon(self, program_id: int, pool: str, grant_id: int) -> str | None:
+        """Assign the oldest free coupon of a pool to a grant; None when the pool is empty."""
+        ...
+
+    async def coupon_stock(self, program_id: int) -> dict[str, tuple[int, int]]:
+        """Per pool: (free, total)."""
+        ...
+
+    async def bump_leaderboard(self, rows: list[tuple[int, str, int, int]]) -> None:
+        """Add deltas: rows of (program_id, period, participant_id, delta)."""
+        ...
+
+    async def leaderboard_top(
+        self, program_id: int, period: str, limit: int
+    ) -> list[LeaderboardRow]: ...
+
+    async def leaderboard_rank(
+        self, program_id: int, period: str, participant_id: int
+    ) -> tuple[int, int] | None: ...
+
+    async def insert_link_token(
+        self, token_hash: str, program_id: int, now: int, expires: int
+    ) -> None: ...
+
+    async def use_link_token(self, token_hash: str, now: int) -> int | None:
+        """Spend a valid token once; returns its program, or None if unknown, used or expired."""
+        ...
+
+    async def add_audit(
+        self,
+        program_id: int,
+        community_id: int | None,
+        actor: str,
+        action: str,
+        details: dict[str, Any],
+        now: int,
+    ) -> None: ...
+
+    async def audit(self, program_id: int, limit: int) -> list[AuditEntry]: ...
+
+    async def add_outbox(self, rows: list[dict[str, Any]]) -> None:
+        """Queue effects; a row whose dedupe key is already queued is skipped (exactly once)."""
+        ...
+
+    async def due_outbox(self, now: int, limit: int) -> list[OutboxItem]: ...
+
+    async def lease_outbox(self, ids: list[int], until: int) -> None: ...
+
+    async def mark_delivered(self, outbox_id: int, now: int) -> None: ...
+
+    async def mark_retry(self, outbox_id: int, attempts: int, next_at: int, error: str) -> None: ...
+
+    async def mark_failed(self, outbox_id: int, attempts: int, now: int, error: str) -> None: ...
+
+    async def outbox_keys(self, keys: Iterable[str]) -> set[str]: ...
+
+
+class Store(Protocol):
+    """Where the engine's transactions run: a group-commit writer and read connections."""
+
+    async def submit(
+        self, op: Callable[[Repository, list[Any]], Awaitable[list[Any]]], item: Any
+    ) -> Any:
+        """Queue ``item`` for the batch operation ``op``; resolved once its transaction commits."""
+        ...
+
+    async def write(self, fn: Callable[[Repository], Awaitable[R]]) -> R:
+        """Run ``fn`` in a write transaction."""
+        ...
+
+    async def read(self, fn: Callable[[Repository], Awaitable[R]]) -> R:
+        """Run ``fn`` on a read connection (a consistent snapshot)."""
+        ...

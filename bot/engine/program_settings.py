@@ -1,0 +1,184 @@
+"""A program's settings: typed, validated, each change named by the key admins type.
+
+Every check raises a UserError naming the field and what is allowed, before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from bot.engine.errors import UserError
+from bot.engine.text_rules import check_text
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DM_MODES = ("auto", "on", "off")
+LANGUAGES = ("en",)
+WELCOME_PLACEHOLDERS = ("member", "inviter", "community")
+_CHANNEL = re.compile(r"^#?[\w\-]{1,100}$")
+_DIGEST = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)\s+([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramSettings:
+    min_days: int = 3
+    min_messages: int = 3
+    required_role: str | None = None
+    conversion_window_days: int = 30
+    code_window_days: int = 7
+    holding_days: int = 0
+    welcome_text: str | None = None
+    rules_text: str | None = None
+    announce_community_id: int | None = None
+    announce_channel: str | None = None
+    admin_community_id: int | None = None
+    admin_channel: str | None = None
+    digest_weekday: int | None = 0  # None: digest off
+    digest_minute: int = 18 * 60  # minutes after midnight UTC
+    dm_newcomers: str = "auto"
+    language: str = "en"
+    coupon_low_stock: int = 5
+    referee_reward_kind: str | None = None
+    referee_reward_value: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProgramSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def with_defaults(self, overrides: dict[str, Any]) -> ProgramSettings:
+        return replace(self, **overrides)
+
+
+def _int_in(field: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise UserError("setting.not_a_number", field=field, low=low, high=high) from None
+    if not low <= value <= high:
+        raise UserError("setting.out_of_range", field=field, low=low, high=high, value=value)
+    return value
+
+
+def _choice(field: str, raw: str, allowed: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in allowed:
+        raise UserError("setting.not_allowed", field=field, allowed=", ".join(allowed))
+    return value
+
+
+def _channel(field: str, raw: str) -> str:
+    value = raw.strip()
+    if not _CHANNEL.match(value):
+        raise UserError("setting.bad_channel", field=field)
+    return value.lstrip("#")
+
+
+def _template(field: str, raw: str, max_len: int, placeholders: tuple[str, ...]) -> str:
+    text = check_text(field, raw, max_len, multiline=True)
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError:
+        raise UserError(
+            "setting.bad_template", field=field, allowed=_braces(placeholders)
+        ) from None
+    unknown = names - set(placeholders)
+    if unknown:
+        raise UserError("setting.bad_template", field=field, allowed=_braces(placeholders))
+    return text
+
+
+def _braces(names: tuple[str, ...]) -> str:
+    return ", ".join("{" + n + "}" for n in names) if names else "none"
+
+
+def parse_digest(raw: str) -> tuple[int | None, int]:
+    value = " ".join(raw.strip().lower().split())
+    if value == "off":
+        return None, 18 * 60
+    match = _DIGEST.match(value)
+    if not match:
+        raise UserError("setting.bad_digest", field="digest")
+    day, hour, minute = match.groups()
+    return WEEKDAYS.index(day), int(hour) * 60 + int(minute)
+
+
+# The keys admins type with `set <key> <value>`, in the order `program` shows them.
+SETTING_KEYS = (
+    "min-days",
+    "min-messages",
+    "required-role",
+    "conversion-window",
+    "code-window",
+    "holding-days",
+    "welcome-text",
+    "rules-text",
+    "announce-channel",
+    "admin-channel",
+    "digest",
+    "dm-newcomers",
+    "language",
+    "coupon-low-stock",
+)
+
+
+def apply_setting(
+    current: ProgramSettings, key: str, raw: str, community_id: int
+) -> ProgramSettings:
+    """The settings with one admin change applied, or a UserError explaining why not."""
+    key = key.strip().lower()
+    if key not in SETTING_KEYS:
+        raise UserError("setting.unknown", field=key, allowed=", ".join(SETTING_KEYS))
+    if key == "min-days":
+        value = _int_in(key, raw, 0, 365)
+        if value > current.conversion_window_days:
+            raise UserError(
+                "setting.days_beyond_window", field=key, window=current.conversion_window_days
+            )
+        return replace(current, min_days=value)
+    if key == "min-messages":
+        return replace(current, min_messages=_int_in(key, raw, 0, 10_000))
+    if key == "required-role":
+        role = check_text(key, raw, 100)
+        return replace(current, required_role=None if role.lower() == "none" else role)
+    if key == "conversion-window":
+        value = _int_in(key, raw, 1, 365)
+        if value < current.min_days:
+            raise UserError("setting.window_below_days", field=key, min_days=current.min_days)
+        return replace(current, conversion_window_days=value)
+    if key == "code-window":
+        return replace(current, code_window_days=_int_in(key, raw, 0, 90))
+    if key == "holding-days":
+        return replace(current, holding_days=_int_in(key, raw, 0, 365))
+    if key == "welcome-text":
+        text = _template(key, raw, 1000, WELCOME_PLACEHOLDERS)
+        return replace(current, welcome_text=None if text.lower() == "default" else text)
+    if key == "rules-text":
+        text = _template(key, raw, 2000, ())
+        return replace(current, rules_text=None if text.lower() == "default" else text)
+    if key == "announce-channel":
+        return replace(
+            current, announce_community_id=community_id, announce_channel=_channel(key, raw)
+        )
+    if key == "admin-channel":
+        return replace(current, admin_community_id=community_id, admin_channel=_channel(key, raw))
+    if key == "digest":
+        weekday, minute = parse_digest(raw)
+        return replace(current, digest_weekday=weekday, digest_minute=minute)
+    if key == "dm-newcomers":
+        return replace(current, dm_newcomers=_choice(key, raw, DM_MODES))
+    if key == "language":
+        return replace(current, language=_choice(key, raw, LANGUAGES))
+    return replace(current, coupon_low_stock=_int_in(key, raw, 0, 100_000))
+
+
+def describe_digest(settings: ProgramSettings) -> str:
+    if settings.digest_weekday is None:
+        return "off"
+    hour, minute = divmod(settings.digest_minute, 60)
+    return f"{WEEKDAYS[settings.digest_weekday]} {hour:02d}:{minute:02d} UTC"

@@ -1,0 +1,294 @@
+"""The referral lifecycle: typed codes, the conversion sweep, taking a referral back.
+
+pending -> converted | left | expired   (held / rejected belong to fraud review)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from bot.engine import codes as codes_mod
+from bot.engine import communities, rewards
+from bot.engine.clock import DAY
+from bot.engine.context import EngineContext
+from bot.engine.errors import UserError
+from bot.engine.events import JoinSource
+from bot.engine.leaderboard import period_keys
+from bot.engine.models import Community, Participant, Referral, ReferralStatus
+from bot.engine.notify import to_user
+from bot.engine.ports import Repository
+from bot.engine.program_settings import ProgramSettings
+from bot.engine.text import Date, Text, t
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """A typed code either credits (``referrer``) or explains why not (``error``).
+
+    A refused claim is still a result, not an exception: the failed attempt must be committed
+    so that repeated guessing locks code entry.
+    """
+
+    referrer: str | None = None
+    error: Text | None = None
+
+
+async def claim_code(
+    repo: Repository, ctx: EngineContext, community: Community, person: Participant, entered: str
+) -> ClaimResult:
+    now = ctx.clock.now()
+    s = await communities.settings_of(repo, ctx, community.program_id)
+    if person.code_lock_until is not None and person.code_lock_until > now:
+        return ClaimResult(error=t("code.locked", until=Date(person.code_lock_until)))
+    value = codes_mod.normalize(entered)
+    code = (await repo.codes_by_value([value])).get(value) if value else None
+    if code is None or code.program_id != community.program_id or code.revoked_at is not None:
+        return await _failed_attempt(repo, ctx, person, entered, now, revoked=code is not None)
+    if code.participant_id == person.id:
+        raise UserError("code.own")
+    existing = await repo.referral_of_referred(community.program_id, person.id)
+    if existing is not None:
+        referrer = await repo.participant(existing.referrer_id)
+        raise UserError("code.already", referrer=referrer.display_name if referrer else "?")
+    if person.origin != "join" or person.first_joined_at is None:
+        raise UserError("code.not_new")
+    if now > person.first_joined_at + s.code_window_days * DAY:
+        raise UserError("code.too_late", days=s.code_window_days)
+    owner = await repo.participant(code.participant_id)
+    owner_memberships = (await repo.memberships_of([code.participant_id])).get(
+        code.participant_id, []
+    )
+    if (
+        owner is None
+        or owner.banned_at is not None
+        or all(m.left_at is not None for m in owner_memberships)
+    ):
+        raise UserError("code.inactive")
+    joined = person.first_joined_at
+    await repo.insert_referrals(
+        [
+            {
+                "program_id": community.program_id,
+                "referrer_id": owner.id,
+                "referred_id": person.id,
+                "code_id": code.id,
+                "community_id": community.id,
+                "source": JoinSource.TYPED_CODE.value,
+                "status": ReferralStatus.PENDING.value,
+                "risk": 0,
+                "created_at": now,
+                "due_at": max(now, joined + s.min_days * DAY),
+                "expires_at": max(now, joined + s.conversion_window_days * DAY),
+            }
+        ]
+    )
+    await repo.add_outbox(
+        [
+            to_user(
+                community,
+                owner.user_id,
+                t(
+                    "dm.referrer_joined",
+                    member=person.display_name,
+                    community=community.name,
+                    min_days=s.min_days,
+                    min_messages=s.min_messages,
+                ),
+                communities.locale_of(s, owner.locale),
+                f"referrer-joined:{person.id}",
+                now,
+            )
+        ]
+    )
+    return ClaimResult(referrer=owner.display_name)
+
+
+async def _failed_attempt(
+    repo: Repository,
+    ctx: EngineContext,
+    person: Participant,
+    entered: str,
+    now: int,
+    *,
+    revoked: bool,
+) -> ClaimResult:
+    await repo.record_code_attempt(person.id, entered, now)
+    recent = await repo.code_attempts_since(person.id, now - ctx.code_attempt_window)
+    if recent > ctx.code_attempt_limit:
+        until = now + ctx.code_lock_seconds
+        await repo.update_participants([{"pid": person.id, "code_lock_until": until}])
+        return ClaimResult(
+            error=t("code.locked_now", minutes=ctx.code_lock_seconds // 60, until=Date(until))
+        )
+    return ClaimResult(error=t("code.revoked" if revoked else "code.unknown", code=entered[:40]))
+
+
+def _eligible(s: ProgramSettings, messages: int, roles: set[str]) -> bool:
+    if messages < s.min_messages:
+        return False
+    return s.required_role is None or s.required_role in roles
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    looked_at: int
+    converted: int
+    expired: int
+    left: int
+    grants: int
+
+
+async def sweep(repo: Repository, ctx: EngineContext) -> SweepResult:
+    """One batch of due pending referrals -> converted, expired or looked at again later."""
+    now = ctx.clock.now()
+    due = await repo.due_referrals(now, ctx.sweep_batch)
+    if not due:
+        return SweepResult(0, 0, 0, 0, 0)
+    settings = await communities.settings_for(repo, ctx, {r.program_id for r in due})
+    referred = await repo.participants(r.referred_id for r in due)
+    memberships = await repo.memberships_of(r.referred_id for r in due)
+    updates: list[dict] = []
+    converted: list[Referral] = []
+    expired = left = 0
+    for r in due:
+        s = settings[r.program_id]
+        mine = memberships.get(r.referred_id, [])
+        active = [m for m in mine if m.left_at is None]
+        person = referred[r.referred_id]
+        roles = {role for m in active for role in m.roles}
+        row = {
+            "rid": r.id,
+            "status": r.status.value,
+            "due_at": r.due_at,
+            "converted_at": None,
+            "ended_at": None,
+            "reason": None,
+        }
+        if not active:
+            row |= {
+                "status": ReferralStatus.LEFT.value,
+                "ended_at": now,
+                "reason": "left before converting",
+            }
+            left += 1
+        elif _eligible(s, person.message_count, roles):
+            row |= {"status": ReferralStatus.CONVERTED.value, "converted_at": now}
+            converted.append(r)
+        elif now >= r.expires_at:
+            row |= {
+                "status": ReferralStatus.EXPIRED.value,
+                "ended_at": now,
+                "reason": "conversion window passed",
+            }
+            expired += 1
+        else:
+            row["due_at"] = min(now + ctx.recheck_seconds, r.expires_at)
+        updates.append(row)
+    await repo.update_referrals(updates)
+    created = await _after_conversions(repo, ctx, converted, referred, settings, now)
+    return SweepResult(len(due), len(converted), expired, left, created)
+
+
+async def _after_conversions(
+    repo: Repository,
+    ctx: EngineContext,
+    converted: list[Referral],
+    referred: dict[int, Participant],
+    settings: dict[int, ProgramSettings],
+    now: int,
+) -> int:
+    if not converted:
+        return 0
+    bumps: dict[tuple[int, str, int], int] = defaultdict(int)
+    for r in converted:
+        for period in period_keys(now):
+            bumps[(r.program_id, period, r.referrer_id)] += 1
+    await repo.bump_leaderboard([(p, period, pid, n) for (p, period, pid), n in bumps.items()])
+    referrers = await repo.participants(r.referrer_id for r in converted)
+    counts = await repo.converted_counts(referrers)
+    home = {r.referrer_id: r.community_id for r in converted}
+    community_ids = set(home.values()) | {r.community_id for r in converted}
+    comms = {cid: await repo.community_by_id(cid) for cid in community_ids}
+    rows = []
+    for r in converted:
+        s = settings[r.program_id]
+        referrer = referrers[r.referrer_id]
+        rows.append(
+            to_user(
+                comms[r.community_id],
+                referrer.user_id,  # type: ignore[arg-type]
+                t(
+                    "dm.referral_converted",
+                    member=referred[r.referred_id].display_name,
+                    count=counts.get(r.referrer_id, 0),
+                ),
+                communities.locale_of(s, referrer.locale),
+                f"converted:{r.id}",
+                now,
+            )
+        )
+    await repo.add_outbox(rows)
+    created = 0
+    for program_id in {r.program_id for r in converted}:
+        ids = {r.referrer_id for r in converted if r.program_id == program_id}
+        created += await rewards.grant_tiers(
+            repo,
+            ctx,
+            program_id,
+            {i: referrers[i] for i in ids},
+            counts,
+            {i: comms[home[i]] for i in ids},
+            settings[program_id],
+            now,  # type: ignore[misc]
+        )
+        referees = [r for r in converted if r.program_id == program_id]
+        created += await rewards.grant_referee(
+            repo,
+            ctx,
+            referees,
+            referred,
+            comms,
+            settings[program_id],
+            now,  # type: ignore[arg-type]
+        )
+    return created
+
+
+async def take_back(
+    repo: Repository, ctx: EngineContext, referral: Referral, reason: str, actor: str
+) -> int:
+    """Reject a referral. If it had converted, it stops counting: leaderboard and grants follow.
+
+    Returns how many grants were revoked.
+    """
+    now = ctx.clock.now()
+    if referral.status in (ReferralStatus.REJECTED,):
+        raise UserError("referral.already_rejected", id=referral.id)
+    was_converted = referral.status == ReferralStatus.CONVERTED
+    await repo.update_referrals(
+        [
+            {
+                "rid": referral.id,
+                "status": ReferralStatus.REJECTED.value,
+                "due_at": referral.due_at,
+                "converted_at": referral.converted_at,
+                "ended_at": now,
+                "reason": reason[:500],
+            }
+        ]
+    )
+    if not was_converted or referral.converted_at is None:
+        return 0
+    await repo.bump_leaderboard(
+        [
+            (referral.program_id, period, referral.referrer_id, -1)
+            for period in period_keys(referral.converted_at)
+        ]
+    )
+    s = await communities.settings_of(repo, ctx, referral.program_id)
+    community = await repo.community_by_id(referral.community_id)
+    assert community is not None
+    return await rewards.revoke_above_count(
+        repo, ctx, referral.referrer_id, community, s, reason, now
+    )

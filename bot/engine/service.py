@@ -1,0 +1,403 @@
+"""ReferralEngine: the one API that commands, platform adapters and jobs call.
+
+Writes go through the store's group-commit writer; reads go to a read connection. The engine
+holds no platform library and no SQL: it speaks in events, records and Text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bot.engine import admin, communities, leaderboard, members, referrals, rewards
+from bot.engine import codes as codes_mod
+from bot.engine.admin import Actor
+from bot.engine.context import EngineContext
+from bot.engine.errors import UserError
+from bot.engine.events import CommunityRef, MemberJoined, MemberLeft, MessagePosted, UserRef
+from bot.engine.members import Activity, JoinResult, LeaveResult
+from bot.engine.models import (
+    AuditEntry,
+    Community,
+    Grant,
+    GrantStatus,
+    LeaderboardRow,
+    Participant,
+    RewardKind,
+    Tier,
+)
+from bot.engine.ports import Repository, Store
+from bot.engine.program_settings import ProgramSettings
+from bot.engine.referrals import ClaimResult, SweepResult
+from bot.engine.rewards import Redeemed
+
+log = logging.getLogger(__name__)
+
+LinkMaker = Callable[[Community, str], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class InviteInfo:
+    code: str
+    link: str
+    settings: ProgramSettings
+    tiers: list[Tier]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusInfo:
+    code: str | None
+    counts: dict[str, int]
+    current: Tier | None
+    next: Tier | None
+    available: list[Grant]
+    later: list[Grant]
+    points: int
+    settings: ProgramSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Standings:
+    period: str
+    top: list[LeaderboardRow]
+    mine: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramOverview:
+    program_id: int
+    name: str
+    settings: ProgramSettings
+    tiers: list[Tier]
+    communities: list[Community]
+    stock: dict[str, tuple[int, int]]
+
+
+@dataclass(slots=True)
+class JobReport:
+    sweep: list[SweepResult] = field(default_factory=list)
+    roles: int = 0
+    announced: int = 0
+    digests: int = 0
+
+
+class ReferralEngine:
+    def __init__(self, store: Store, ctx: EngineContext) -> None:
+        self.store = store
+        self.ctx = ctx
+        self._activity: dict[tuple[str, str, str], Activity] = {}
+        # Batch operations must be the same objects every time: the writer groups by identity.
+        self._joins = self._bind(members.process_joins)
+        self._leaves = self._bind(members.process_leaves)
+        self._activity_op = self._bind(members.flush_activity)
+
+    def _bind(self, fn: Callable) -> Callable[[Repository, list], Awaitable[list]]:
+        ctx = self.ctx
+
+        async def op(repo: Repository, items: list) -> list:
+            return await fn(repo, ctx, items)
+
+        op.__qualname__ = f"batch:{fn.__name__}"
+        return op
+
+    # -- platform events --------------------------------------------------------------------
+
+    async def member_joined(self, event: MemberJoined) -> JoinResult:
+        result: JoinResult = await self.store.submit(self._joins, event)
+        log.info(
+            "event=member.joined platform=%s community=%s outcome=%s credited=%s",
+            event.community.platform,
+            event.community.external_id,
+            result.outcome,
+            result.referral_id is not None,
+        )
+        return result
+
+    async def member_left(self, event: MemberLeft) -> LeaveResult:
+        return await self.store.submit(self._leaves, event)
+
+    def message_posted(self, event: MessagePosted) -> None:
+        """Counted in memory; ``flush_activity`` writes all counts in one batched statement."""
+        key = (event.community.platform, event.community.external_id, event.user.user_id)
+        current = self._activity.get(key)
+        if current is None:
+            self._activity[key] = Activity(event.community, event.user, 1, event.roles)
+        else:
+            current.count += 1
+            if event.roles is not None:
+                current.roles = event.roles
+
+    async def flush_activity(self) -> int:
+        if not self._activity:
+            return 0
+        batch, self._activity = list(self._activity.values()), {}
+        try:
+            await self.store.submit(self._activity_op, batch)
+        except Exception:
+            for a in batch:  # put the counts back for the next flush
+                key = (a.community.platform, a.community.external_id, a.user.user_id)
+                if key in self._activity:
+                    self._activity[key].count += a.count
+                else:
+                    self._activity[key] = a
+            raise
+        return len(batch)
+
+    async def roles_changed(self, ref: CommunityRef, user_id: str, roles: tuple[str, ...]) -> None:
+        await self.store.write(lambda repo: members.set_roles(repo, self.ctx, ref, user_id, roles))
+
+    # -- member commands --------------------------------------------------------------------
+
+    async def touch(
+        self, ref: CommunityRef, user: UserRef, roles: tuple[str, ...] | None = None
+    ) -> tuple[Community, Participant]:
+        return await self.store.write(lambda repo: members.touch(repo, self.ctx, ref, user, roles))
+
+    async def invite(
+        self, ref: CommunityRef, user: UserRef, make_link: LinkMaker, *, regenerate: bool = False
+    ) -> InviteInfo:
+        async def ensure(repo: Repository) -> tuple[Community, str, str | None]:
+            community, person = await members.touch(repo, self.ctx, ref, user)
+            if person.banned_at is not None:
+                raise UserError("invite.banned")
+            now = self.ctx.clock.now()
+            if regenerate:
+                current = await repo.active_code(person.id)
+                if current is not None:
+                    await repo.revoke_code(current.id, now)
+                    await repo.add_audit(
+                        community.program_id,
+                        community.id,
+                        person.display_name,
+                        "code.regenerated",
+                        {"old": current.code},
+                        now,
+                    )
+            code = (await members.ensure_codes(repo, [person], now))[person.id]
+            active = await repo.active_code(person.id)
+            assert active is not None
+            return community, code, await repo.link_for(active.id, community.id)
+
+        community, code, link = await self.store.write(ensure)
+        if link is None:
+            url = await make_link(community, code)  # may call the platform: outside any transaction
+
+            async def save(repo: Repository) -> str:
+                active = (await repo.codes_by_value([code]))[code]
+                return await repo.save_link(active.id, community.id, url, self.ctx.clock.now())
+
+            link = await self.store.write(save)
+
+        async def details(repo: Repository) -> InviteInfo:
+            s = await communities.settings_of(repo, self.ctx, community.program_id)
+            return InviteInfo(code, link, s, await repo.tiers(community.program_id))
+
+        return await self.store.read(details)
+
+    async def claim_code(self, ref: CommunityRef, user: UserRef, entered: str) -> ClaimResult:
+        async def op(repo: Repository) -> ClaimResult:
+            community, person = await members.touch(repo, self.ctx, ref, user)
+            return await referrals.claim_code(repo, self.ctx, community, person, entered)
+
+        return await self.store.write(op)
+
+    async def status(self, ref: CommunityRef, user: UserRef) -> StatusInfo:
+        community, person = await self.touch(ref, user)
+        now = self.ctx.clock.now()
+
+        async def op(repo: Repository) -> StatusInfo:
+            s = await communities.settings_of(repo, self.ctx, community.program_id)
+            counts = await repo.referral_counts(person.id)
+            tiers = await repo.tiers(community.program_id)
+            converted = counts.get("converted", 0)
+            reached = [tier for tier in tiers if tier.threshold <= converted]
+            upcoming = [tier for tier in tiers if tier.threshold > converted]
+            grants = await repo.grants_of(person.id)
+            code = await repo.active_code(person.id)
+            usable = [
+                g for g in grants if g.status == GrantStatus.AVAILABLE and g.kind != RewardKind.ROLE
+            ]
+            points = sum(
+                int(g.value)
+                for g in grants
+                if g.kind == RewardKind.POINTS
+                and g.status in (GrantStatus.AVAILABLE, GrantStatus.REDEEMED)
+            )
+            return StatusInfo(
+                code=codes_mod.display(code.code) if code else None,
+                counts=counts,
+                current=reached[-1] if reached else None,
+                next=upcoming[0] if upcoming else None,
+                available=[g for g in usable if g.available_at <= now],
+                later=[g for g in usable if g.available_at > now],
+                points=points,
+                settings=s,
+            )
+
+        return await self.store.read(op)
+
+    async def redeem(self, ref: CommunityRef, user: UserRef, which: str | None) -> list[Redeemed]:
+        async def op(repo: Repository) -> list[Redeemed]:
+            community, person = await members.touch(repo, self.ctx, ref, user)
+            return await rewards.redeem(repo, self.ctx, community, person, which)
+
+        return await self.store.write(op)
+
+    async def rules(self, ref: CommunityRef) -> tuple[ProgramSettings, list[Tier]]:
+        community = await self.community(ref)
+
+        async def op(repo: Repository) -> tuple[ProgramSettings, list[Tier]]:
+            s = await communities.settings_of(repo, self.ctx, community.program_id)
+            return s, await repo.tiers(community.program_id)
+
+        return await self.store.read(op)
+
+    async def standings(self, ref: CommunityRef, user: UserRef, period: str) -> Standings:
+        community, person = await self.touch(ref, user)
+        key = leaderboard.period_key(period, self.ctx.clock.now())
+
+        async def op(repo: Repository) -> Standings:
+            top = await repo.leaderboard_top(community.program_id, key, 10)
+            mine = await repo.leaderboard_rank(community.program_id, key, person.id)
+            return Standings(period, top, mine)
+
+        return await self.store.read(op)
+
+    async def community(self, ref: CommunityRef) -> Community:
+        async def op(repo: Repository) -> Community:
+            found = await communities.resolve(repo, self.ctx, [ref], self.ctx.clock.now())
+            return found[(ref.platform, ref.external_id)]
+
+        cached = self.ctx.communities.get((ref.platform, ref.external_id))
+        return cached if cached is not None else await self.store.write(op)
+
+    # -- admin commands ---------------------------------------------------------------------
+
+    async def _admin(
+        self, ref: CommunityRef, fn: Callable[[Repository, Community], Awaitable]
+    ) -> object:
+        async def op(repo: Repository) -> object:
+            found = await communities.resolve(repo, self.ctx, [ref], self.ctx.clock.now())
+            return await fn(repo, found[(ref.platform, ref.external_id)])
+
+        return await self.store.write(op)
+
+    async def set_setting(
+        self, ref: CommunityRef, actor: Actor, key: str, value: str
+    ) -> ProgramSettings:
+        return await self._admin(
+            ref, lambda repo, c: admin.set_setting(repo, self.ctx, c, actor, key, value)
+        )  # type: ignore[return-value]
+
+    async def tier_add(
+        self, ref: CommunityRef, actor: Actor, name: str, threshold: str, kind: str, value: str
+    ) -> Tier:
+        return await self._admin(
+            ref,
+            lambda repo, c: admin.tier_add(repo, self.ctx, c, actor, name, threshold, kind, value),
+        )  # type: ignore[return-value]
+
+    async def tier_edit(
+        self, ref: CommunityRef, actor: Actor, name: str, threshold: str, kind: str, value: str
+    ) -> Tier:
+        return await self._admin(
+            ref,
+            lambda repo, c: admin.tier_edit(repo, self.ctx, c, actor, name, threshold, kind, value),
+        )  # type: ignore[return-value]
+
+    async def tier_remove(self, ref: CommunityRef, actor: Actor, name: str) -> Tier:
+        return await self._admin(
+            ref, lambda repo, c: admin.tier_remove(repo, self.ctx, c, actor, name)
+        )  # type: ignore[return-value]
+
+    async def referee_reward(
+        self, ref: CommunityRef, actor: Actor, kind: str, value: str
+    ) -> ProgramSettings:
+        return await self._admin(
+            ref, lambda repo, c: admin.set_referee_reward(repo, self.ctx, c, actor, kind, value)
+        )  # type: ignore[return-value]
+
+    async def add_coupons(
+        self, ref: CommunityRef, actor: Actor, pool: str, codes: str
+    ) -> tuple[int, int, int]:
+        return await self._admin(
+            ref, lambda repo, c: admin.add_coupons(repo, self.ctx, c, actor, pool, codes)
+        )  # type: ignore[return-value]
+
+    async def link_token(self, ref: CommunityRef, actor: Actor) -> str:
+        return await self._admin(
+            ref, lambda repo, c: admin.issue_link_token(repo, self.ctx, c, actor)
+        )  # type: ignore[return-value]
+
+    async def link_program(self, ref: CommunityRef, actor: Actor, token: str) -> int:
+        return await self._admin(
+            ref, lambda repo, c: admin.link_with_token(repo, self.ctx, c, actor, token)
+        )  # type: ignore[return-value]
+
+    async def revoke_referral(
+        self, ref: CommunityRef, actor: Actor, referral_id: int, reason: str
+    ) -> int:
+        async def fn(repo: Repository, c: Community) -> int:
+            referral = await repo.referral(referral_id)
+            if referral is None or referral.program_id != c.program_id:
+                raise UserError("referral.unknown", id=referral_id)
+            revoked = await referrals.take_back(repo, self.ctx, referral, reason, str(actor))
+            await repo.add_audit(
+                c.program_id,
+                c.id,
+                str(actor),
+                "referral.revoked",
+                {"referral": referral_id, "reason": reason, "grants_revoked": revoked},
+                self.ctx.clock.now(),
+            )
+            return revoked
+
+        return await self._admin(ref, fn)  # type: ignore[return-value]
+
+    async def overview(self, ref: CommunityRef) -> ProgramOverview:
+        community = await self.community(ref)
+
+        async def op(repo: Repository) -> ProgramOverview:
+            program = await repo.program(community.program_id)
+            assert program is not None
+            return ProgramOverview(
+                community.program_id,
+                program[0],
+                await communities.settings_of(repo, self.ctx, community.program_id),
+                await repo.tiers(community.program_id),
+                await repo.program_communities(community.program_id),
+                await repo.coupon_stock(community.program_id),
+            )
+
+        return await self.store.read(op)
+
+    async def audit(self, ref: CommunityRef, limit: int) -> list[AuditEntry]:
+        community = await self.community(ref)
+        return await self.store.read(lambda repo: admin.audit(repo, community, limit))
+
+    # -- scheduled work ---------------------------------------------------------------------
+
+    async def run_sweep(self, max_batches: int = 1000) -> list[SweepResult]:
+        """Convert or expire everything due, batch by batch (catches up after downtime)."""
+        await self.flush_activity()
+        results = []
+        for _ in range(max_batches):
+            result = await self.store.write(lambda repo: referrals.sweep(repo, self.ctx))
+            if result.looked_at:
+                results.append(result)
+            if result.looked_at < self.ctx.sweep_batch:
+                break
+        await self.store.write(lambda repo: rewards.apply_due_roles(repo, self.ctx))
+        return results
+
+    async def run_announcements(self) -> int:
+        total = 0
+        while True:
+            n = await self.store.write(lambda repo: rewards.announce(repo, self.ctx))
+            total += n
+            if n == 0:
+                return total
+
+    async def run_digests(self) -> int:
+        return await self.store.write(lambda repo: leaderboard.post_digests(repo, self.ctx))

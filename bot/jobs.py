@@ -1,0 +1,86 @@
+"""Scheduled jobs (APScheduler 3.11). Each is a thin, idempotent call into the engine.
+
+The same list runs from the scheduler in production and from a scenario's ``advance``, so
+"what is due" is always a query, never a timer's memory: after downtime, jobs catch up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+if TYPE_CHECKING:
+    from bot.app import App
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    name: str
+    interval_setting: str  # a key of [jobs] in the settings
+    run: Callable[[App], Awaitable[object]]
+
+
+async def _flush(app: App) -> object:
+    return await app.engine.flush_activity()
+
+
+async def _sweep(app: App) -> object:
+    return await app.engine.run_sweep()
+
+
+async def _announce(app: App) -> object:
+    return await app.engine.run_announcements()
+
+
+async def _digest(app: App) -> object:
+    return await app.engine.run_digests()
+
+
+async def _outbox(app: App) -> object:
+    return await app.outbox.drain()
+
+
+# In dependency order: counts before the sweep, grants before announcements, all before delivery.
+JOBS = (
+    Job("activity_flush", "activity_flush_seconds", _flush),
+    Job("conversion_sweep", "sweep_seconds", _sweep),
+    Job("tier_announcements", "announce_seconds", _announce),
+    Job("leaderboard_digest", "digest_check_seconds", _digest),
+    Job("outbox_delivery", "outbox_poll_seconds", _outbox),
+)
+
+
+async def run_job(app: App, job: Job) -> None:
+    try:
+        result = await job.run(app)
+        log.debug("event=job.done job=%s result=%s", job.name, result)
+    except Exception:
+        log.exception("event=job.failed job=%s", job.name)
+
+
+async def run_all(app: App) -> None:
+    """Run every job once, in order (what a scenario's ``advance`` does after moving the clock)."""
+    for job in JOBS:
+        await run_job(app, job)
+
+
+def schedule(scheduler: AsyncIOScheduler, app: App) -> None:
+    for job in JOBS:
+        seconds = getattr(app.settings.jobs, job.interval_setting)
+        scheduler.add_job(
+            run_job,
+            IntervalTrigger(seconds=max(1, seconds)),
+            args=(app, job),
+            id=job.name,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+            replace_existing=True,
+        )

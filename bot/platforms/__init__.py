@@ -1,0 +1,1 @@
+"""Platform adapters. Each translates platform events into engine events and renders replies."""

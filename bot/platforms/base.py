@@ -1,0 +1,48 @@
+"""The neutral platform protocol every adapter implements."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from bot.engine.context import Capabilities
+from bot.engine.models import Community, OutboxItem
+
+if TYPE_CHECKING:
+    from bot.app import App
+
+
+class DeliveryError(Exception):
+    """The platform did not accept an outbox item.
+
+    ``retryable`` False means retrying cannot help (unknown channel, user blocks the bot);
+    ``retry_after`` is the platform's own wait (a 429), in seconds.
+    """
+
+    def __init__(
+        self, message: str, *, retryable: bool = True, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class Platform(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    async def start(self, app: App) -> None:
+        """Connect and begin handing events to ``app.engine``."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    async def deliver(self, item: OutboxItem) -> None:
+        """Send one queued message or role change; raise DeliveryError if it was not accepted.
+
+        Must be idempotent per ``item.dedupe_key``: a redelivery after a crash is harmless.
+        """
+        ...
+
+    async def create_referral_link(self, community: Community, code: str) -> str:
+        """A shareable link that attributes joins to ``code`` (a personal invite on Discord...)."""
+        ...

@@ -1,0 +1,147 @@
+"""Member commands: invite, status, redeem, rules, leaderboard, code, help."""
+
+from __future__ import annotations
+
+from bot.engine.codes import display
+from bot.engine.models import Tier
+from bot.engine.program_settings import ProgramSettings
+from bot.engine.rewards import reward_text
+from bot.engine.text import Date, Text, t
+from commands.registry import REGISTRY, CommandContext, Option, Reply, allowed
+
+
+def tier_lines(tiers: list[Tier]) -> list[Text]:
+    if not tiers:
+        return [t("rules.no_tiers")]
+    return [
+        t(
+            "rules.tier_line",
+            name=x.name,
+            count=x.threshold,
+            reward=reward_text(x.reward_kind, x.reward_value),
+        )
+        for x in tiers
+    ]
+
+
+def conversion_rule(s: ProgramSettings) -> Text:
+    role = t("rules.role_clause", role=s.required_role) if s.required_role else ""
+    return t(
+        "rules.conversion",
+        days=s.min_days,
+        messages=s.min_messages,
+        role=role,
+        window=s.conversion_window_days,
+    )
+
+
+@REGISTRY.command("help")
+async def help_(ctx: CommandContext) -> Reply:
+    lines = [
+        t("help.line", usage="/" + c.usage(), description=t(c.description_key))
+        for c in REGISTRY.all()
+        if allowed(c, ctx)
+    ]
+    return Reply(t("help.body", lines=lines), private=True)
+
+
+@REGISTRY.command("invite", options=[Option("new", "choice", required=False, choices=("new",))])
+async def invite(ctx: CommandContext) -> Reply:
+    async def console_link(_community: object, code: str) -> str:
+        return f"{ctx.community.platform}://join/{code}"
+
+    info = await ctx.engine.invite(
+        ctx.community,
+        ctx.user,
+        ctx.make_link or console_link,
+        regenerate=ctx.options.get("new") == "new",
+    )
+    return Reply(
+        t(
+            "invite.body",
+            code=display(info.code),
+            link=info.link,
+            rule=conversion_rule(info.settings),
+            tiers=tier_lines(info.tiers),
+        ),
+        private=True,
+    )
+
+
+@REGISTRY.command("status")
+async def status(ctx: CommandContext) -> Reply:
+    info = await ctx.engine.status(ctx.community, ctx.user)
+    c = info.counts
+    parts: list[Text] = [
+        t(
+            "status.counts",
+            pending=c.get("pending", 0) + c.get("held", 0),
+            converted=c.get("converted", 0),
+            left=c.get("left", 0),
+            expired=c.get("expired", 0),
+        )
+    ]
+    parts.append(t("status.tier", tier=info.current.name) if info.current else t("status.no_tier"))
+    if info.next is not None:
+        parts.append(
+            t(
+                "status.next",
+                tier=info.next.name,
+                count=info.next.threshold - c.get("converted", 0),
+                reward=reward_text(info.next.reward_kind, info.next.reward_value),
+            )
+        )
+    else:
+        parts.append(t("status.top_tier"))
+    if info.available:
+        parts.append(t("status.available", rewards=", ".join(g.label for g in info.available)))
+    for g in info.later:
+        parts.append(t("status.later", reward=g.label, date=Date(g.available_at)))
+    if info.points:
+        parts.append(t("status.points", count=info.points))
+    parts.append(t("status.code", code=info.code) if info.code else t("status.no_code"))
+    return Reply(t("status.body", lines=parts), private=True)
+
+
+@REGISTRY.command("redeem", options=[Option("reward", "rest", required=False, max_length=60)])
+async def redeem(ctx: CommandContext) -> Reply:
+    done = await ctx.engine.redeem(ctx.community, ctx.user, ctx.options.get("reward"))
+    return Reply(t("redeem.body", lines=[r.text for r in done]), private=True)
+
+
+@REGISTRY.command("rules")
+async def rules(ctx: CommandContext) -> Reply:
+    s, tiers = await ctx.engine.rules(ctx.community)
+    body = s.rules_text or t("rules.default_summary")
+    return Reply(t("rules.body", rules=body, rule=conversion_rule(s), tiers=tier_lines(tiers)))
+
+
+@REGISTRY.command(
+    "leaderboard",
+    options=[Option("period", "choice", required=False, choices=("all", "month", "week"))],
+)
+async def leaderboard(ctx: CommandContext) -> Reply:
+    period = ctx.options.get("period", "all")
+    board = await ctx.engine.standings(ctx.community, ctx.user, period)
+    lines = [
+        t("leaderboard.line", rank=i, member=r.display_name, count=r.count)
+        for i, r in enumerate(board.top, start=1)
+    ]
+    if not lines:
+        lines = [t("leaderboard.empty")]
+    mine = (
+        t("leaderboard.mine", rank=board.mine[0], count=board.mine[1])
+        if board.mine
+        else t("leaderboard.mine_none")
+    )
+    return Reply(
+        t("leaderboard.body", period=t(f"leaderboard.period.{period}"), lines=lines, mine=mine)
+    )
+
+
+@REGISTRY.command("code", options=[Option("code", "rest", max_length=40)])
+async def code(ctx: CommandContext) -> Reply:
+    result = await ctx.engine.claim_code(ctx.community, ctx.user, ctx.options["code"])
+    if result.error is not None:
+        return Reply(result.error, private=True)
+    return Reply(t("code.accepted", referrer=result.referrer or ""), private=True)

@@ -1,0 +1,196 @@
+"""The command registry: every command's name, options, audience and handler in one place.
+
+Platforms build their own surfaces from it (slash commands, Bot API commands, console lines);
+the behaviour of a command is one hop from its name: ``REGISTRY.get(name).handler``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.engine.admin import Actor
+from bot.engine.context import Capabilities
+from bot.engine.errors import UserError
+from bot.engine.events import CommunityRef, UserRef
+from bot.engine.models import Audience, Community
+from bot.engine.service import ReferralEngine
+from bot.engine.text import Text, t
+from bot.engine.text_rules import check_text
+
+LinkMaker = Callable[[Community, str], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: Text
+    private: bool = False
+    buttons: tuple[tuple[str, str], ...] = ()  # (label key, command line)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str
+    kind: str = "text"  # text | int | choice | rest (the rest of the line, for free text)
+    required: bool = True
+    choices: tuple[str, ...] = ()
+    max_length: int = 200
+    min_value: int = 0
+    max_value: int = 1_000_000
+
+    def parse(self, raw: str) -> Any:
+        if self.kind == "int":
+            try:
+                value = int(raw.strip())
+            except ValueError:
+                raise UserError(
+                    "option.not_a_number", option=self.name, low=self.min_value, high=self.max_value
+                ) from None
+            if not self.min_value <= value <= self.max_value:
+                raise UserError(
+                    "option.out_of_range", option=self.name, low=self.min_value, high=self.max_value
+                )
+            return value
+        if self.kind == "choice":
+            value = raw.strip().lower()
+            if value not in self.choices:
+                raise UserError(
+                    "option.not_allowed", option=self.name, allowed=", ".join(self.choices)
+                )
+            return value
+        return check_text(self.name, raw, self.max_length, multiline=self.kind == "rest")
+
+
+@dataclass(slots=True)
+class CommandContext:
+    engine: ReferralEngine
+    community: CommunityRef
+    user: UserRef
+    roles: tuple[str, ...] = ()
+    is_admin: bool = False
+    is_moderator: bool = False
+    make_link: LinkMaker | None = None
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.user.user_id, self.user.display_name)
+
+
+Handler = Callable[[CommandContext], Awaitable["Reply | list[Reply]"]]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    audience: Audience
+    handler: Handler
+    options: tuple[Option, ...] = ()
+
+    @property
+    def description_key(self) -> str:
+        return f"help.{self.name}"
+
+    def usage(self) -> str:
+        parts = [self.name]
+        for o in self.options:
+            label = "|".join(o.choices) if o.kind == "choice" else o.name
+            label += "..." if o.kind == "rest" else ""
+            parts.append(f"<{label}>" if o.required else f"[{label}]")
+        return " ".join(parts)
+
+    def parse_tokens(self, tokens: Sequence[str]) -> dict[str, Any]:
+        """Positional values (console, Telegram) -> typed options; a ``rest`` takes the remainder."""
+        values: dict[str, Any] = {}
+        rest = list(tokens)
+        for o in self.options:
+            if not rest:
+                if o.required:
+                    raise UserError("option.missing", option=o.name, usage="/" + self.usage())
+                break
+            raw = " ".join(rest) if o.kind == "rest" else rest.pop(0)
+            if o.kind == "rest":
+                rest = []
+            values[o.name] = o.parse(raw)
+        if rest:
+            raise UserError("option.too_many", usage="/" + self.usage())
+        return values
+
+    def parse_named(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Named values (Discord slash options) -> typed options, with the same checks."""
+        unknown = sorted(set(raw) - {o.name for o in self.options})
+        if unknown:
+            raise UserError("option.unknown", option=unknown[0], usage="/" + self.usage())
+        values: dict[str, Any] = {}
+        for o in self.options:
+            if raw.get(o.name) is None:
+                if o.required:
+                    raise UserError("option.missing", option=o.name, usage="/" + self.usage())
+                continue
+            values[o.name] = o.parse(str(raw[o.name]))
+        return values
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._commands: dict[str, Command] = {}
+
+    def command(
+        self, name: str, audience: Audience = Audience.MEMBER, options: Sequence[Option] = ()
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            if name in self._commands:
+                raise ValueError(f"command {name!r} registered twice")
+            self._commands[name] = Command(name, audience, handler, tuple(options))
+            return handler
+
+        return register
+
+    def get(self, name: str) -> Command | None:
+        return self._commands.get(name.lower())
+
+    def all(self) -> list[Command]:
+        return list(self._commands.values())
+
+
+REGISTRY = Registry()
+
+
+def allowed(command: Command, ctx: CommandContext) -> bool:
+    if command.audience == Audience.ADMIN:
+        return ctx.is_admin
+    if command.audience == Audience.MODERATOR:
+        return ctx.is_admin or ctx.is_moderator
+    return True
+
+
+async def dispatch(
+    ctx: CommandContext,
+    name: str,
+    tokens: Sequence[str] | None = None,
+    named: dict[str, Any] | None = None,
+) -> list[Reply]:
+    """Run a command: look it up, authorize by audience, parse options, call the handler.
+
+    A UserError at any step becomes one private reply explaining it; nothing was written.
+    """
+    command = REGISTRY.get(name)
+    if command is None:
+        return [Reply(t("command.unknown", name=name[:40]), private=True)]
+    if not allowed(command, ctx):
+        return [
+            Reply(
+                t("command.forbidden", name=command.name, audience=command.audience.value),
+                private=True,
+            )
+        ]
+    try:
+        ctx.options = (
+            command.parse_named(named) if named is not None else command.parse_tokens(tokens or ())
+        )
+        result = await command.handler(ctx)
+    except UserError as exc:
+        return [Reply(exc.text, private=True)]
+    return result if isinstance(result, list) else [result]

@@ -1,0 +1,285 @@
+"""The schema, in SQLAlchemy Core. One definition for SQLite and PostgreSQL.
+
+Times are whole seconds since the epoch (UTC) in BIGINT columns: portable, indexable and free
+of time-zone surprises between drivers. Exactly-once lives here, as UNIQUE constraints.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Id = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY is the rowid in SQLite
+
+programs = Table(
+    "programs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("settings", Text, nullable=False, server_default="{}"),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+communities = Table(
+    "communities",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("platform", String(20), nullable=False),
+    Column("external_id", String(100), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("program_id", ForeignKey("programs.id"), nullable=False, index=True),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("platform", "external_id", name="uq_communities_platform_external"),
+)
+
+participants = Table(
+    "participants",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("platform", String(20), nullable=False),
+    Column("user_id", String(100), nullable=False),
+    Column("display_name", String(200), nullable=False),
+    Column("locale", String(20)),
+    Column("account_created_at", BigInteger),
+    Column("first_joined_at", BigInteger),
+    # "join": first seen joining; "existing": already a member when first seen (never a referral).
+    Column("origin", String(10), nullable=False, server_default="join"),
+    Column("message_count", BigInteger, nullable=False, server_default="0"),
+    Column("banned_at", BigInteger),
+    Column("code_lock_until", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("program_id", "platform", "user_id", name="uq_participants_identity"),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("participant_id", ForeignKey("participants.id"), nullable=False, index=True),
+    Column("community_id", ForeignKey("communities.id"), nullable=False),
+    Column("joined_at", BigInteger),
+    Column("left_at", BigInteger),
+    Column("first_joined_at", BigInteger),
+    Column("join_source", String(20)),
+    Column("join_details", Text),
+    Column("message_count", BigInteger, nullable=False, server_default="0"),
+    Column("roles", Text, nullable=False, server_default=""),
+    UniqueConstraint("community_id", "participant_id", name="uq_memberships_community_member"),
+)
+
+referral_codes = Table(
+    "referral_codes",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("participant_id", ForeignKey("participants.id"), nullable=False),
+    Column("code", String(20), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+    # One active code per member per program.
+    Index(
+        "uq_referral_codes_active",
+        "participant_id",
+        unique=True,
+        sqlite_where=text("revoked_at IS NULL"),
+        postgresql_where=text("revoked_at IS NULL"),
+    ),
+)
+
+referral_links = Table(
+    "referral_links",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("code_id", ForeignKey("referral_codes.id"), nullable=False),
+    Column("community_id", ForeignKey("communities.id"), nullable=False),
+    Column("url", String(500), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("code_id", "community_id", name="uq_referral_links_code_community"),
+)
+
+code_attempts = Table(
+    "code_attempts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("participant_id", ForeignKey("participants.id"), nullable=False),
+    Column("entered", String(60), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_code_attempts_recent", "participant_id", "created_at"),
+)
+
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("referrer_id", ForeignKey("participants.id"), nullable=False),
+    Column("referred_id", ForeignKey("participants.id"), nullable=False),
+    Column("code_id", ForeignKey("referral_codes.id")),
+    Column("community_id", ForeignKey("communities.id"), nullable=False),
+    Column("source", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("risk", Integer, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("due_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("converted_at", BigInteger),
+    Column("ended_at", BigInteger),
+    Column("reason", String(500)),
+    # First touch: a member is referred at most once per program.
+    UniqueConstraint("program_id", "referred_id", name="uq_referrals_program_referred"),
+    # The sweep reads "pending and due" in due order; cost is independent of program size.
+    Index("ix_referrals_status_due", "status", "due_at"),
+    # status: one member's referrals by status.
+    Index("ix_referrals_referrer_status", "referrer_id", "status"),
+)
+
+tiers = Table(
+    "tiers",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("name", String(60), nullable=False),
+    Column("threshold", Integer, nullable=False),
+    Column("reward_kind", String(20), nullable=False),
+    Column("reward_value", String(1000), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("removed_at", BigInteger),
+    Index(
+        "uq_tiers_active_threshold",
+        "program_id",
+        "threshold",
+        unique=True,
+        sqlite_where=text("removed_at IS NULL"),
+        postgresql_where=text("removed_at IS NULL"),
+    ),
+    Index(
+        "uq_tiers_active_name",
+        "program_id",
+        "name",
+        unique=True,
+        sqlite_where=text("removed_at IS NULL"),
+        postgresql_where=text("removed_at IS NULL"),
+    ),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("participant_id", ForeignKey("participants.id"), nullable=False),
+    Column("tier_id", ForeignKey("tiers.id")),
+    Column("referral_id", ForeignKey("referrals.id")),
+    Column("side", String(10), nullable=False),
+    Column("label", String(60), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("value", String(1000), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("available_at", BigInteger, nullable=False),
+    Column("redeemed_at", BigInteger),
+    Column("revoked_at", BigInteger),
+    Column("announced_at", BigInteger),
+    Column("coupon_code", String(200)),
+    # Exactly once: "tier:<tier>:<member>" or "referee:<referral>".
+    Column("dedupe_key", String(100), nullable=False, unique=True),
+    Index("ix_grants_participant_status", "participant_id", "status"),
+    Index("ix_grants_status_kind_available", "status", "kind", "available_at"),
+    Index(
+        "ix_grants_unannounced",
+        "program_id",
+        sqlite_where=text("announced_at IS NULL"),
+        postgresql_where=text("announced_at IS NULL"),
+    ),
+)
+
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("pool", String(60), nullable=False),
+    Column("code", String(200), nullable=False),
+    Column("grant_id", ForeignKey("grants.id"), unique=True),  # a coupon goes to one grant, once
+    Column("added_at", BigInteger, nullable=False),
+    UniqueConstraint("program_id", "pool", "code", name="uq_coupons_pool_code"),
+    Index("ix_coupons_free", "program_id", "pool", "grant_id"),
+)
+
+leaderboard_counts = Table(
+    "leaderboard_counts",
+    metadata,
+    Column("program_id", ForeignKey("programs.id"), primary_key=True),
+    Column("period", String(10), primary_key=True),  # "all", "2026-11", "2026-W47"
+    Column("participant_id", ForeignKey("participants.id"), primary_key=True),
+    Column("count", Integer, nullable=False),
+    # Top-N reads the head of this index, whatever the size of the program.
+    Index("ix_leaderboard_rank", "program_id", "period", "count"),
+)
+
+link_tokens = Table(
+    "link_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("community_id", ForeignKey("communities.id")),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(60), nullable=False),
+    Column("details", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_audit_log_program", "program_id", "id"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("platform", String(20), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("payload", Text, nullable=False),
+    # Redelivery is harmless: one row per effect, ever.
+    Column("dedupe_key", String(200), nullable=False, unique=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger),
+    Column("failed_at", BigInteger),
+    Column("last_error", String(500)),
+    Index(
+        "ix_outbox_due",
+        "next_attempt_at",
+        sqlite_where=text("delivered_at IS NULL AND failed_at IS NULL"),
+        postgresql_where=text("delivered_at IS NULL AND failed_at IS NULL"),
+    ),
+)

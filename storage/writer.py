@@ -1,0 +1,139 @@
+"""One writer with group commit.
+
+Every write goes through ``Writer.submit(op, item)``. Callers that arrive while a transaction is
+being written wait together; the next transaction takes all of them at once. Consecutive items for
+the same operation are handed to it as one list, so an operation can do set-based work (one
+statement for a thousand joins). After the commit every caller gets its own result.
+
+If a group's transaction fails, each item is retried in a transaction of its own, so one bad item
+never takes its neighbours down with it, and nothing of the failing item is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+BatchOp = Callable[[Repository, list[Any]], Awaitable[Sequence[Any]]]
+
+
+@dataclass(slots=True)
+class _Job(Generic[T]):
+    op: BatchOp
+    item: T
+    future: asyncio.Future
+
+
+async def _call_each(repo: Repository, fns: list[Callable[[Repository], Awaitable[Any]]]) -> list:
+    return [await fn(repo) for fn in fns]
+
+
+class Writer:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        make_repo: Callable[[AsyncConnection], Repository],
+        max_group: int = 2000,
+    ) -> None:
+        self._engine = engine
+        self._make_repo = make_repo
+        self._max_group = max_group
+        self._queue: deque[_Job] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self.on_commit: list[Callable[[], None]] = []
+        self.transactions = 0  # for benchmarks and tests: how many commits served the callers
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="storage-writer")
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def submit(self, op: BatchOp, item: Any) -> Any:
+        if self._task is None or self._closing:
+            raise RuntimeError("the writer is not running")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Job(op, item, future))
+        self._wakeup.set()
+        return await future
+
+    async def run(self, fn: Callable[[Repository], Awaitable[R]]) -> R:
+        """Run one function in a write transaction (grouped with whatever else is waiting)."""
+        return await self.submit(_call_each, fn)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                group = [
+                    self._queue.popleft() for _ in range(min(self._max_group, len(self._queue)))
+                ]
+                await self._commit_group(group)
+            if self._closing:
+                return
+
+    async def _commit_group(self, group: list[_Job]) -> None:
+        runs: list[list[_Job]] = []
+        for job in group:
+            if runs and runs[-1][0].op is job.op:
+                runs[-1].append(job)
+            else:
+                runs.append([job])
+        try:
+            results, hooks = await self._transaction(runs)
+        except Exception as exc:
+            if len(group) == 1:
+                if not group[0].future.done():
+                    group[0].future.set_exception(exc)
+                return
+            log.warning(
+                "event=writer.group_failed size=%d error=%s; retrying one by one",
+                len(group),
+                type(exc).__name__,
+            )
+            for job in group:
+                await self._commit_group([job])
+            return
+        self.transactions += 1
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("event=writer.after_commit_failed")
+        for listener in self.on_commit:
+            listener()
+        for job, result in zip(group, results, strict=True):
+            if not job.future.done():
+                job.future.set_result(result)
+
+    async def _transaction(self, runs: list[list[_Job]]) -> tuple[list[Any], list[Callable]]:
+        results: list[Any] = []
+        async with self._engine.begin() as conn:
+            repo = self._make_repo(conn)
+            for run in runs:
+                out = await run[0].op(repo, [job.item for job in run])
+                if len(out) != len(run):
+                    raise RuntimeError(f"{run[0].op!r} returned {len(out)} results for {len(run)}")
+                results.extend(out)
+        return results, repo.hooks
