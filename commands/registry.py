@@ -102,7 +102,7 @@ class Command:
         return " ".join(parts)
 
     def parse_tokens(self, tokens: Sequence[str]) -> dict[str, Any]:
-        """Positional values (console, Telegram) -> typed options; a ``rest`` takes the remainder."""
+        """Positional values (console, Telegram) -> typed options; ``rest`` takes the remainder."""
         values: dict[str, Any] = {}
         rest = list(tokens)
         for o in self.options:

@@ -1,4 +1,4 @@
-"""Tiers and rewards: granted exactly once (UNIQUE dedupe key), redeemed once, revoked with reason."""
+"""Tiers and rewards: granted exactly once (UNIQUE dedupe key), redeemed once, revocable."""
 
 from __future__ import annotations
 
