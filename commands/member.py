@@ -28,10 +28,10 @@ def conversion_rule(s: ProgramSettings) -> Text:
     role = t("rules.role_clause", role=s.required_role) if s.required_role else ""
     return t(
         "rules.conversion",
-        days=s.min_days,
-        messages=s.min_messages,
+        days=t("days", count=s.min_days),
+        messages=t("messages", count=s.min_messages),
         role=role,
-        window=s.conversion_window_days,
+        window=t("days", count=s.conversion_window_days),
     )
 
 

@@ -84,6 +84,7 @@ def _membership(row: Any) -> Membership:
         joined_at=row.joined_at,
         left_at=row.left_at,
         first_joined_at=row.first_joined_at,
+        join_count=row.join_count,
         message_count=row.message_count,
         roles=tuple(r for r in row.roles.split("\n") if r),
     )

@@ -81,6 +81,7 @@ memberships = Table(
     Column("joined_at", BigInteger),
     Column("left_at", BigInteger),
     Column("first_joined_at", BigInteger),
+    Column("join_count", Integer, nullable=False, server_default="1"),  # names each join uniquely
     Column("join_source", String(20)),
     Column("join_details", Text),
     Column("message_count", BigInteger, nullable=False, server_default="0"),

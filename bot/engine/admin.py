@@ -80,25 +80,25 @@ def reward_value(
     try:
         kind = RewardKind(kind_raw.strip().lower())
     except ValueError:
-        raise UserError("reward.bad_kind", allowed=", ".join(allowed)) from None
+        raise UserError("reward_error.bad_kind", allowed=", ".join(allowed)) from None
     for platform in sorted(program_platforms):
         caps = ctx.caps(platform)
         if kind == RewardKind.ROLE and not caps.roles:
-            raise UserError("reward.roles_unsupported", platform=platform)
+            raise UserError("reward_error.roles_unsupported", platform=platform)
         if kind == RewardKind.CHANNEL_ACCESS and not caps.channel_access:
-            raise UserError("reward.channel_unsupported", platform=platform)
+            raise UserError("reward_error.channel_unsupported", platform=platform)
     if kind == RewardKind.POINTS:
         try:
             points = int(value.strip())
         except ValueError:
-            raise UserError("reward.bad_points") from None
+            raise UserError("reward_error.bad_points") from None
         if not 1 <= points <= 1_000_000:
-            raise UserError("reward.bad_points")
+            raise UserError("reward_error.bad_points")
         return kind, str(points)
     if kind == RewardKind.COUPON:
         pool = value.strip()
         if not _POOL.match(pool):
-            raise UserError("reward.bad_pool")
+            raise UserError("reward_error.bad_pool")
         return kind, pool
     if kind == RewardKind.ROLE:
         return kind, check_text("role", value, 100)
@@ -243,7 +243,7 @@ async def add_coupons(
     """Returns (added, duplicates skipped, free in the pool now)."""
     name = pool.strip()
     if not _POOL.match(name):
-        raise UserError("reward.bad_pool")
+        raise UserError("reward_error.bad_pool")
     codes = parse_coupon_codes(raw)
     added = await repo.add_coupons(community.program_id, name, codes, ctx.clock.now())
     await _audit(

@@ -154,12 +154,14 @@ async def process_joins(
         active_pairs.add(pair)
         details = json.dumps({"candidates": list(e.candidates)}) if e.candidates else None
         roles = "\n".join(e.roles)
+        join_number = 1 if current is None else current.join_count + 1
         if current is not None:
             rejoins.append(
                 {
                     "mid": current.id,
                     "joined_at": now,
                     "left_at": None,
+                    "join_count": join_number,
                     "join_source": e.source.value,
                     "join_details": details,
                     "roles": roles,
@@ -181,11 +183,11 @@ async def process_joins(
             )
         if not is_new:
             results.append(JoinResult(person.id, "rejoin"))
-            greetings.append(Greeting(c, person, None, s, is_new=False))
+            greetings.append(Greeting(c, person, None, s, False, join_number))
             continue
         if e.source not in (JoinSource.INVITE_LINK, JoinSource.TYPED_CODE) or not e.code:
             results.append(JoinResult(person.id, "new"))
-            greetings.append(Greeting(c, person, None, s, is_new=True))
+            greetings.append(Greeting(c, person, None, s, True, join_number))
             continue
         code, why = _credit_check(
             codes_mod.normalize(e.code),
@@ -197,7 +199,7 @@ async def process_joins(
         )
         if code is None:
             results.append(JoinResult(person.id, "new", not_credited=why))
-            greetings.append(Greeting(c, person, None, s, is_new=True))
+            greetings.append(Greeting(c, person, None, s, True, join_number))
             continue
         owner = owners[code.participant_id]  # type: ignore[attr-defined]
         referral_rows.append(
@@ -217,7 +219,7 @@ async def process_joins(
         )
         referral_owner.append(owner)
         results.append(JoinResult(person.id, "new", credited_to=owner.display_name))
-        greetings.append(Greeting(c, person, owner, s, is_new=True))
+        greetings.append(Greeting(c, person, owner, s, True, join_number))
 
     await repo.insert_memberships(new_memberships)
     await repo.update_memberships(rejoins)
@@ -246,6 +248,7 @@ class Greeting:
     referrer: Participant | None
     settings: ProgramSettings
     is_new: bool
+    join_number: int  # this person's n-th join of this community: names the welcome uniquely
 
 
 async def _greet(repo: Repository, ctx: EngineContext, greetings: list[Greeting], now: int) -> None:
@@ -292,7 +295,9 @@ async def _greet(repo: Repository, ctx: EngineContext, greetings: list[Greeting]
             )
         else:
             body = t("welcome.plain", member=member, community=c.name)
-        rows.append(to_channel(c, None, body, locale, f"welcome:{c.id}:{person.id}:{now}", now))
+        rows.append(
+            to_channel(c, None, body, locale, f"welcome:{c.id}:{person.id}:{g.join_number}", now)
+        )
         code = own_codes.get(person.id)
         if code is not None:
             rows.append(
@@ -303,8 +308,8 @@ async def _greet(repo: Repository, ctx: EngineContext, greetings: list[Greeting]
                         "dm.newcomer",
                         community=c.name,
                         code=codes_mod.display(code),
-                        min_days=s.min_days,
-                        min_messages=s.min_messages,
+                        min_days=t("days", count=s.min_days),
+                        min_messages=t("messages", count=s.min_messages),
                         rules=s.rules_text or t("rules.default_summary"),
                     ),
                     communities.locale_of(s, person.locale),
@@ -321,8 +326,8 @@ async def _greet(repo: Repository, ctx: EngineContext, greetings: list[Greeting]
                         "dm.referrer_joined",
                         member=person.display_name,
                         community=c.name,
-                        min_days=s.min_days,
-                        min_messages=s.min_messages,
+                        min_days=t("days", count=s.min_days),
+                        min_messages=t("messages", count=s.min_messages),
                     ),
                     communities.locale_of(s, referrer.locale),
                     f"referrer-joined:{person.id}",

@@ -71,6 +71,7 @@ class Membership:
     joined_at: int | None
     left_at: int | None
     first_joined_at: int | None
+    join_count: int
     message_count: int
     roles: tuple[str, ...]
 

@@ -142,7 +142,9 @@ async def _tell_granted(
         community = home[g.participant_id]
         locale = communities.locale_of(s, person.locale)
         reward = reward_text(g.kind, g.value)
-        if g.available_at > now:
+        if g.side == "referee" and g.available_at <= now:
+            text = t("dm.referee_reward", reward=reward)
+        elif g.available_at > now:
             text = t("dm.reward_held", label=g.label, reward=reward, date=Date(g.available_at))
         elif g.kind == RewardKind.ROLE:
             text = t("dm.reward_role", label=g.label, role=g.value)
@@ -268,15 +270,16 @@ async def redeem(
 ) -> list[Redeemed]:
     now = ctx.clock.now()
     s = await communities.settings_of(repo, ctx, community.program_id)
-    claimable = [
-        g
-        for g in await repo.grants_of(person.id)
-        if g.status == GrantStatus.AVAILABLE and g.kind != RewardKind.ROLE
-    ]
+    mine = await repo.grants_of(person.id)
+    claimable = [g for g in mine if g.status == GrantStatus.AVAILABLE and g.kind != RewardKind.ROLE]
     ready = [g for g in claimable if g.available_at <= now]
     if which is not None:
         wanted = which.strip().lower()
         matching = [g for g in claimable if g.label.lower() == wanted]
+        if not matching and any(
+            g.label.lower() == wanted and g.status == GrantStatus.REDEEMED for g in mine
+        ):
+            raise UserError("redeem.already", reward=which[:60])
         if not matching:
             names = ", ".join(sorted({g.label for g in ready})) or "-"
             raise UserError("redeem.unknown", reward=which[:60], available=names)

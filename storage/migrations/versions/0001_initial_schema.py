@@ -2,11 +2,12 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 10:50:18.580950
+Create Date: 2026-11-22
 """
 
 import sqlalchemy as sa
 from alembic import op
+
 
 revision = "0001"
 down_revision = None
@@ -221,6 +222,7 @@ def upgrade() -> None:
         sa.Column("joined_at", sa.BigInteger(), nullable=True),
         sa.Column("left_at", sa.BigInteger(), nullable=True),
         sa.Column("first_joined_at", sa.BigInteger(), nullable=True),
+        sa.Column("join_count", sa.Integer(), server_default="1", nullable=False),
         sa.Column("join_source", sa.String(length=20), nullable=True),
         sa.Column("join_details", sa.Text(), nullable=True),
         sa.Column("message_count", sa.BigInteger(), server_default="0", nullable=False),
