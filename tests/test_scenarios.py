@@ -8,8 +8,9 @@ from bot.scenario import ScenarioRunner
 from tests.conftest import settings_for
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = sorted((ROOT / "tests" / "scenarios").glob("*.scenario")) + [
-    ROOT / "examples" / "demo.scenario"
+SCENARIOS = [
+    *sorted((ROOT / "tests" / "scenarios").glob("*.scenario")),
+    ROOT / "examples" / "demo.scenario",
 ]
 
 
