@@ -186,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        pages = backup_sqlite(db.path, args.out)
+        try:
+            pages = backup_sqlite(db.path, args.out)
+        except (FileExistsError, FileNotFoundError) as exc:
+            print(f"backup: {exc}", file=sys.stderr)
+            return 2
         print(f"copied {pages} pages of {db.path} to {args.out}")
         return 0
     return asyncio.run(_run(settings))

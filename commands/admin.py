@@ -62,9 +62,7 @@ async def program(ctx: CommandContext) -> Reply:
     )
 
 
-@REGISTRY.command(
-    "set", ADMIN, [Option("setting", max_length=40), Option("value", "rest", max_length=2000)]
-)
+@REGISTRY.command("set", ADMIN, [Option("setting", max_length=40), Option("value", "raw")])
 async def set_(ctx: CommandContext) -> Reply:
     key, value = ctx.options["setting"], ctx.options["value"]
     await ctx.engine.set_setting(ctx.community, ctx.actor, key, value)

@@ -32,7 +32,9 @@ class Reply:
 @dataclass(frozen=True, slots=True)
 class Option:
     name: str
-    kind: str = "text"  # text | int | choice | rest (the rest of the line, for free text)
+    # text | int | choice | rest (the rest of the line) | raw (the rest, checked by the handler,
+    # which knows the field's real name: `set <setting> <value>`)
+    kind: str = "text"
     required: bool = True
     choices: tuple[str, ...] = ()
     max_length: int = 200
@@ -59,6 +61,8 @@ class Option:
                     "option.not_allowed", option=self.name, allowed=", ".join(self.choices)
                 )
             return value
+        if self.kind == "raw":
+            return raw
         return check_text(self.name, raw, self.max_length, multiline=self.kind == "rest")
 
 
@@ -97,7 +101,7 @@ class Command:
         parts = [self.name]
         for o in self.options:
             label = "|".join(o.choices) if o.kind == "choice" else o.name
-            label += "..." if o.kind == "rest" else ""
+            label += "..." if o.kind in ("rest", "raw") else ""
             parts.append(f"<{label}>" if o.required else f"[{label}]")
         return " ".join(parts)
 
@@ -110,8 +114,9 @@ class Command:
                 if o.required:
                     raise UserError("option.missing", option=o.name, usage="/" + self.usage())
                 break
-            raw = " ".join(rest) if o.kind == "rest" else rest.pop(0)
-            if o.kind == "rest":
+            greedy = o.kind in ("rest", "raw")
+            raw = " ".join(rest) if greedy else rest.pop(0)
+            if greedy:
                 rest = []
             values[o.name] = o.parse(raw)
         if rest:

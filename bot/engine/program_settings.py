@@ -134,6 +134,7 @@ def apply_setting(
     key = key.strip().lower()
     if key not in SETTING_KEYS:
         raise UserError("setting.unknown", field=key, allowed=", ".join(SETTING_KEYS))
+    raw = check_text(key, raw, 2000, multiline=True)
     if key == "min-days":
         value = _int_in(key, raw, 0, 365)
         if value > current.conversion_window_days:

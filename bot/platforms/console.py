@@ -101,9 +101,8 @@ class ConsolePlatform:
             where = f"#{community.name}" + (f"/{p['channel']}" if p.get("channel") else "")
             self.out(f"[bot -> {where}] {self.render(from_json(p['text']), p['locale'])}")
         elif item.kind == "dm":
-            self.out(
-                f"[bot -> @{p['user']} (private)] {self.render(from_json(p['text']), p['locale'])}"
-            )
+            text = self.render(from_json(p["text"]), p["locale"])
+            self.out(f"[bot -> @{escape(p['user'])} (private)] {text}")
         elif item.kind in ("grant_role", "revoke_role"):
             roles = community.roles.setdefault(p["user"], set())
             if item.kind == "grant_role":
@@ -228,5 +227,5 @@ class ConsolePlatform:
     def _reply_line(self, community: ConsoleCommunity, user: str, reply: Reply) -> str:
         text = self.render(reply.text)
         if reply.private:
-            return f"[bot -> @{user.lower()} (private)] {text}"
+            return f"[bot -> @{escape(user.lower())} (private)] {text}"
         return f"[bot -> #{community.name}] {text}"

@@ -1,0 +1,41 @@
+import pytest
+
+from bot.app import App, program_defaults
+from config.settings import ConfigError, load
+
+
+def test_defaults_load():
+    settings = load(environ={})
+    assert settings.database.url.startswith("sqlite+aiosqlite:///")
+    assert program_defaults(settings).min_days == 3
+
+
+def test_environment_overrides_the_file(tmp_path):
+    file = tmp_path / "bot.toml"
+    file.write_text("[jobs]\nsweep_seconds = 60\n[program]\nmin_days = 5\n")
+    settings = load(file, environ={"REFERRAL_BOT_JOBS__SWEEP_SECONDS": "30"})
+    assert settings.jobs.sweep_seconds == 30
+    assert program_defaults(settings).min_days == 5
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ("[jobs]\nsweep_secs = 1\n", {}, "jobs.sweep_secs: unknown setting"),
+        ("[jobs]\nsweep_seconds = 'often'\n", {}, "jobs.sweep_seconds: expected a whole number"),
+        ("[nope]\na = 1\n", {}, "[nope]: unknown section"),
+        ("", {"REFERRAL_BOT_DATABASE__URL": "mysql://x"}, "database.url: expected"),
+        ("[program]\nmin_dayz = 1\n", {}, "program.min_dayz: unknown setting"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path, toml, env, message):
+    file = tmp_path / "bot.toml"
+    file.write_text(toml)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        settings = load(file, environ=env)
+        App(settings, [])
+
+
+def test_a_missing_config_file_is_named():
+    with pytest.raises(ConfigError, match="no such file"):
+        load("/nonexistent/bot.toml", environ={})
