@@ -2,9 +2,8 @@
 
 import asyncio
 
-from bot.engine.errors import UserError
-
 from bot.engine.clock import DAY
+from bot.engine.errors import UserError
 from tests.conftest import Harness
 
 
