@@ -12,7 +12,7 @@ from bot import jobs
 from bot.delivery import OutboxWorker
 from bot.engine.clock import Clock, SystemClock
 from bot.engine.context import EngineContext
-from bot.engine.program_settings import ProgramSettings
+from bot.engine.program_settings import DM_MODES, LANGUAGES, ProgramSettings
 from bot.engine.service import ReferralEngine
 from bot.platforms.base import Platform
 from config.i18n import Catalog
@@ -22,17 +22,52 @@ from storage.database import Database
 log = logging.getLogger(__name__)
 
 
+_PROGRAM_LIMITS = {
+    "min_days": (0, 365),
+    "min_messages": (0, 10_000),
+    "conversion_window_days": (1, 365),
+    "code_window_days": (0, 90),
+    "holding_days": (0, 365),
+    "digest_weekday": (0, 6),
+    "digest_minute": (0, 24 * 60 - 1),
+    "coupon_low_stock": (0, 100_000),
+}
+_PROGRAM_CHOICES = {"dm_newcomers": DM_MODES, "language": LANGUAGES}
+
+
 def program_defaults(settings: Settings) -> ProgramSettings:
+    """The [program] section as typed, range-checked defaults; errors name the key."""
+    base = ProgramSettings()
     known = {f.name for f in fields(ProgramSettings)}
-    unknown = sorted(set(settings.program) - known)
-    if unknown:
-        raise ConfigError(
-            f"program.{unknown[0]}: unknown setting; allowed: {', '.join(sorted(known))}"
-        )
-    try:
-        return ProgramSettings().with_defaults(dict(settings.program))
-    except TypeError as exc:
-        raise ConfigError(f"[program]: {exc}") from None
+    values: dict[str, object] = {}
+    for key, raw in settings.program.items():
+        if key not in known:
+            raise ConfigError(
+                f"program.{key}: unknown setting; allowed: {', '.join(sorted(known))}"
+            )
+        if key in _PROGRAM_LIMITS:
+            low, high = _PROGRAM_LIMITS[key]
+            if key == "digest_weekday" and str(raw).lower() in ("off", "none", ""):
+                values[key] = None
+                continue
+            try:
+                number = int(raw)  # type: ignore[call-overload]
+            except (TypeError, ValueError):
+                raise ConfigError(f"program.{key}: expected a whole number, got {raw!r}") from None
+            if not low <= number <= high:
+                raise ConfigError(f"program.{key}: must be from {low} to {high}, got {number}")
+            values[key] = number
+        elif key in _PROGRAM_CHOICES:
+            if str(raw) not in _PROGRAM_CHOICES[key]:
+                allowed = ", ".join(_PROGRAM_CHOICES[key])
+                raise ConfigError(f"program.{key}: must be one of {allowed}, got {raw!r}")
+            values[key] = str(raw)
+        else:
+            values[key] = None if raw in ("", None) else str(raw)
+    result = base.with_defaults(values)
+    if result.min_days > result.conversion_window_days:
+        raise ConfigError("program.min_days: must not exceed program.conversion_window_days")
+    return result
 
 
 class App:

@@ -52,8 +52,7 @@ class OutboxWorker:
     async def _claim(self) -> list[OutboxItem]:
         async def op(repo: Repository) -> list[OutboxItem]:
             now = self.clock.now()
-            items = await repo.due_outbox(now, self.batch)
-            items = [i for i in items if i.platform in self.platforms]
+            items = await repo.due_outbox(now, self.batch, list(self.platforms))
             await repo.lease_outbox([i.id for i in items], now + LEASE_SECONDS)
             return items
 

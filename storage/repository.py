@@ -263,17 +263,18 @@ class Repository:
         return False
 
     async def move_community(self, community_id: int, target_program_id: int) -> None:
-        """Re-home a community and its members in another program (before any activity)."""
-        old_program = (
-            await self.conn.execute(
-                sa.select(communities.c.program_id).where(communities.c.id == community_id)
-            )
-        ).scalar_one()
-        movers = await self._rows(
-            sa.select(participants).where(participants.c.program_id == old_program)
+        """Re-home a community and its members in another program (before any activity).
+
+        Only the people who are members of this community move; someone also in another
+        community of the old program keeps their place there and gets a second identity here.
+        """
+        rows = await self._rows(
+            sa.select(memberships.c.id, participants)
+            .join(participants, participants.c.id == memberships.c.participant_id)
+            .where(memberships.c.community_id == community_id)
         )
-        for row in movers:
-            existing = (
+        for row in rows:
+            target = (
                 await self.conn.execute(
                     sa.select(participants.c.id).where(
                         participants.c.program_id == target_program_id,
@@ -282,25 +283,36 @@ class Repository:
                     )
                 )
             ).scalar_one_or_none()
-            if existing is None:
-                await self.conn.execute(
-                    participants.update()
-                    .where(participants.c.id == row.id)
-                    .values(program_id=target_program_id)
+            if target is None:
+                [target] = await self.insert_participants(
+                    [
+                        {
+                            "program_id": target_program_id,
+                            "platform": row.platform,
+                            "user_id": row.user_id,
+                            "display_name": row.display_name,
+                            "locale": row.locale,
+                            "account_created_at": row.account_created_at,
+                            "first_joined_at": row.first_joined_at,
+                            "origin": row.origin,
+                            "message_count": row.message_count,
+                            "created_at": row.created_at,
+                        }
+                    ]
                 )
-                continue
             await self.conn.execute(
-                memberships.update()
-                .where(memberships.c.participant_id == row.id)
-                .values(participant_id=existing)
+                memberships.update().where(memberships.c.id == row[0]).values(participant_id=target)
             )
-            await self.conn.execute(
-                code_attempts.delete().where(code_attempts.c.participant_id == row.id)
-            )
-            await self.conn.execute(
-                leaderboard_counts.delete().where(leaderboard_counts.c.participant_id == row.id)
-            )
-            await self.conn.execute(participants.delete().where(participants.c.id == row.id))
+            left = (
+                await self.conn.execute(
+                    sa.select(sa.func.count()).where(memberships.c.participant_id == row.id)
+                )
+            ).scalar_one()
+            if left == 0:
+                await self.conn.execute(
+                    code_attempts.delete().where(code_attempts.c.participant_id == row.id)
+                )
+                await self.conn.execute(participants.delete().where(participants.c.id == row.id))
         await self.conn.execute(
             communities.update()
             .where(communities.c.id == community_id)
@@ -872,13 +884,15 @@ class Repository:
         for chunk in _chunks(rows):
             await self.conn.execute(self._insert(outbox).on_conflict_do_nothing(), list(chunk))
 
-    async def due_outbox(self, now: int, limit: int) -> list[OutboxItem]:
+    async def due_outbox(self, now: int, limit: int, platforms: Sequence[str]) -> list[OutboxItem]:
+        """Items due for the platforms this process serves (others are left to their process)."""
         query = (
             sa.select(outbox)
             .where(
                 outbox.c.delivered_at.is_(None),
                 outbox.c.failed_at.is_(None),
                 outbox.c.next_attempt_at <= now,
+                outbox.c.platform.in_(list(platforms)),
             )
             .order_by(outbox.c.next_attempt_at, outbox.c.id)
             .limit(limit)

@@ -267,7 +267,7 @@ async def _greet(repo: Repository, ctx: EngineContext, greetings: list[Greeting]
     for g in greetings:
         c, person, referrer, s = g.community, g.person, g.referrer, g.settings
         member = Mention(person.user_id, person.display_name)
-        returning = not g.is_new
+        returning = g.join_number > 1  # back in this community (not just new to it)
         locale = communities.locale_of(s, None)
         if returning:
             body: Text = t("welcome.back", member=member, community=c.name)

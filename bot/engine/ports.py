@@ -5,7 +5,7 @@ storage.repository.Repository implements it over SQLAlchemy Core (SQLite and Pos
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from bot.engine.models import (
@@ -206,7 +206,9 @@ class Repository(Protocol):
         """Queue effects; a row whose dedupe key is already queued is skipped (exactly once)."""
         ...
 
-    async def due_outbox(self, now: int, limit: int) -> list[OutboxItem]: ...
+    async def due_outbox(
+        self, now: int, limit: int, platforms: Sequence[str]
+    ) -> list[OutboxItem]: ...
 
     async def lease_outbox(self, ids: list[int], until: int) -> None: ...
 
