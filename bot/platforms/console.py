@@ -170,7 +170,9 @@ class ConsolePlatform:
         c.members.add(user.lower())
         source, used = JoinSource.ORGANIC, None
         if via is not None:
-            info = await self.app.engine.invite(c.ref, self.user(via), self.create_referral_link)
+            # The link owner's code comes from a community they are in (codes are per program).
+            home = next((x for x in (c, *self.communities.values()) if via.lower() in x.members), c)
+            info = await self.app.engine.invite(home.ref, self.user(via), self.create_referral_link)
             source, used = JoinSource.INVITE_LINK, info.code
         elif code is not None:
             source, used = JoinSource.TYPED_CODE, code
