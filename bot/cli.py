@@ -15,6 +15,7 @@ from pathlib import Path
 from bot.app import App
 from bot.engine.clock import SystemClock
 from bot.platforms.console import ConsolePlatform
+from bot.platforms.registry import build_platforms
 from bot.scenario import ScenarioError, ScenarioRunner
 from config import settings as config
 from storage.backup import backup_sqlite
@@ -84,28 +85,33 @@ async def _console(settings: config.Settings) -> int:
 
 
 async def _run(settings: config.Settings) -> int:
-    platforms = [ConsolePlatform()] if settings.console.enabled else []
+    try:
+        platforms = build_platforms(settings)
+    except config.ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     if not platforms:
         print(
-            "No platform is enabled in the configuration (console.enabled = false).",
+            "No platform is enabled: set console.enabled, discord.enabled or telegram.enabled.",
             file=sys.stderr,
         )
         return 2
     app = App(settings, platforms, clock=SystemClock())
     await app.start()
-    console = platforms[0]
-    for name in settings.console.communities:
-        await console.add_community(name)
+    console = next((p for p in platforms if isinstance(p, ConsolePlatform)), None)
+    if console is not None:
+        for name in settings.console.communities:
+            await console.add_community(name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print(
-        f"referral-bot running on {', '.join(app.platforms)} with {redact(settings.database.url)}; "
-        "Ctrl-C stops it."
+        f"referral-bot running on {', '.join(app.platforms)} with "
+        f"{redact(settings.database.url)}; Ctrl-C stops it."
     )
     try:
-        if sys.stdin.isatty():
+        if console is not None and sys.stdin.isatty():
             print("Type as a member, e.g.  alice: /invite")
             while not stop.is_set():
                 line = await asyncio.to_thread(input, "> ")

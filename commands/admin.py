@@ -171,6 +171,14 @@ async def link_program(ctx: CommandContext) -> Reply:
     return Reply(t("admin.linked", program=program_id), private=True)
 
 
+@REGISTRY.command("check", ADMIN)
+async def check(ctx: CommandContext) -> Reply:
+    problems = await ctx.diagnose() if ctx.diagnose is not None else []
+    if not problems:
+        return Reply(t("check.ok", platform=ctx.community.platform), private=True)
+    return Reply(t("check.problems", lines=problems), private=True)
+
+
 @REGISTRY.command(
     "audit", ADMIN, [Option("count", "int", required=False, min_value=1, max_value=50)]
 )

@@ -76,6 +76,8 @@ class CommandContext:
     is_moderator: bool = False
     make_link: LinkMaker | None = None
     capabilities: Capabilities = field(default_factory=Capabilities)
+    # The platform's own health check for this community (permissions, intents...).
+    diagnose: Callable[[], Awaitable[list[Text]]] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -56,6 +56,31 @@ class ConsoleSettings:
 
 
 @dataclass(frozen=True)
+class DiscordSettings:
+    enabled: bool = False
+    token_env: str = "DISCORD_TOKEN"  # the token is read from this environment variable...
+    token_file: str = ""  # ...or from this file; never from the TOML itself
+    guild_ids: tuple[str, ...] = ()  # sync slash commands to these guilds only (empty: global)
+    invite_channel: str = ""  # where personal invites are created (empty: the system channel)
+    shard_count: int = 0  # 0: one process decides (AutoShardedClient when in many guilds)
+    shard_ids: tuple[str, ...] = ()  # the shards this process runs, e.g. ["0", "1"]
+
+
+@dataclass(frozen=True)
+class TelegramSettings:
+    enabled: bool = False
+    token_env: str = "TELEGRAM_TOKEN"
+    token_file: str = ""
+    base_url: str = "https://api.telegram.org/bot"  # a self-hosted Bot API server goes here
+    mode: str = "polling"  # polling | webhook
+    webhook_url: str = ""
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = 8443
+    webhook_secret_env: str = "TELEGRAM_WEBHOOK_SECRET"
+    moderators_chat_id: str = ""
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
 
@@ -67,6 +92,8 @@ class Settings:
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     codes: CodeSettings = field(default_factory=CodeSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
+    telegram: TelegramSettings = field(default_factory=TelegramSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     program: dict[str, Any] = field(default_factory=dict)
 
@@ -140,6 +167,23 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def read_token(key: str, env_name: str, file: str, environ: dict[str, str] | None = None) -> str:
+    """A platform token from the environment or a file; the message never shows the token."""
+    env = dict(os.environ if environ is None else environ)
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"{key}.token_file: no such file {file!r}")
+        token = path.read_text().strip()
+    else:
+        token = env.get(env_name, "").strip()
+    if not token:
+        raise ConfigError(
+            f"{key}: no token; set the {env_name} environment variable or {key}.token_file"
+        )
+    return token
+
+
 def load(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
     data = tomllib.loads(DEFAULTS.read_text())
     if path is not None:
@@ -159,6 +203,8 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
     settings = Settings(**{name: _section(name, value) for name, value in data.items()})
     if settings.logging.level.upper() not in _LEVELS:
         raise ConfigError(f"logging.level: expected one of {', '.join(_LEVELS)}")
+    if settings.telegram.mode not in ("polling", "webhook"):
+        raise ConfigError("telegram.mode: expected polling or webhook")
     url = settings.database.url
     if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(

@@ -37,6 +37,8 @@ class MemberJoined:
     code: str | None = None  # for INVITE_LINK and TYPED_CODE
     candidates: tuple[str, ...] = ()  # codes that could explain an AMBIGUOUS join
     roles: tuple[str, ...] = ()
+    rejoined: bool = False  # the platform says this person was a member before (never a referral)
+    quiet: bool = False  # recorded without greetings (joins found late, after downtime)
 
 
 @dataclass(frozen=True, slots=True)

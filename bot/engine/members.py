@@ -99,7 +99,8 @@ async def process_joins(
     for e in events:
         k = key_of(e)
         if k not in existing and k not in new_rows:
-            new_rows[k] = _participant_row(k[0], k[1], e.user, now, "join")
+            origin = "existing" if e.rejoined else "join"
+            new_rows[k] = _participant_row(k[0], k[1], e.user, now, origin)
     new_ids = await repo.insert_participants(list(new_rows.values()))
     people: dict[tuple[int, str, str], Participant] = dict(existing)
     for (k, row), pid in zip(new_rows.items(), new_ids, strict=True):
@@ -112,7 +113,7 @@ async def process_joins(
             locale=row["locale"],
             account_created_at=row["account_created_at"],
             first_joined_at=now,
-            origin="join",
+            origin=row["origin"],
             message_count=0,
             banned_at=None,
             code_lock_until=None,
@@ -132,6 +133,7 @@ async def process_joins(
     referral_rows: list[dict] = []
     referral_owner: list[Participant] = []
     greetings: list[Greeting] = []
+    quiet_joins: list[bool] = []  # parallel to greetings: recorded without greeting
     inserted = frozenset(new_ids)
     first_seen: set[int] = set()
     active_pairs: set[tuple[int, int]] = set()
@@ -141,7 +143,8 @@ async def process_joins(
         s = settings[c.program_id]
         person = people[key_of(e)]
         pair = (c.id, person.id)
-        is_new = person.id in inserted and person.id not in first_seen
+        is_new = person.id in inserted and person.id not in first_seen and person.origin == "join"
+        returning = e.rejoined or current_known(memberships, person.id, c.id)
         first_seen.add(person.id)
         if pair in active_pairs:
             results.append(JoinResult(person.id, "duplicate"))
@@ -152,6 +155,7 @@ async def process_joins(
             active_pairs.add(pair)
             continue
         active_pairs.add(pair)
+        quiet = e.quiet
         details = json.dumps({"candidates": list(e.candidates)}) if e.candidates else None
         roles = "\n".join(e.roles)
         join_number = 1 if current is None else current.join_count + 1
@@ -183,11 +187,13 @@ async def process_joins(
             )
         if not is_new:
             results.append(JoinResult(person.id, "rejoin"))
-            greetings.append(Greeting(c, person, None, s, False, join_number))
+            greetings.append(Greeting(c, person, None, s, False, join_number, returning))
+            quiet_joins.append(quiet)
             continue
         if e.source not in (JoinSource.INVITE_LINK, JoinSource.TYPED_CODE) or not e.code:
             results.append(JoinResult(person.id, "new"))
-            greetings.append(Greeting(c, person, None, s, True, join_number))
+            greetings.append(Greeting(c, person, None, s, True, join_number, returning))
+            quiet_joins.append(quiet)
             continue
         code, why = _credit_check(
             codes_mod.normalize(e.code),
@@ -199,7 +205,8 @@ async def process_joins(
         )
         if code is None:
             results.append(JoinResult(person.id, "new", not_credited=why))
-            greetings.append(Greeting(c, person, None, s, True, join_number))
+            greetings.append(Greeting(c, person, None, s, True, join_number, returning))
+            quiet_joins.append(quiet)
             continue
         owner = owners[code.participant_id]  # type: ignore[attr-defined]
         referral_rows.append(
@@ -219,7 +226,8 @@ async def process_joins(
         )
         referral_owner.append(owner)
         results.append(JoinResult(person.id, "new", credited_to=owner.display_name))
-        greetings.append(Greeting(c, person, owner, s, True, join_number))
+        greetings.append(Greeting(c, person, owner, s, True, join_number, returning))
+        quiet_joins.append(quiet)
 
     await repo.insert_memberships(new_memberships)
     await repo.update_memberships(rejoins)
@@ -237,7 +245,7 @@ async def process_joins(
         )
         for r in results
     ]
-    await _greet(repo, ctx, greetings, now)
+    await _greet(repo, ctx, [g for g, q in zip(greetings, quiet_joins, strict=True) if not q], now)
     return results
 
 
@@ -249,6 +257,13 @@ class Greeting:
     settings: ProgramSettings
     is_new: bool
     join_number: int  # this person's n-th join of this community: names the welcome uniquely
+    returning: bool  # was a member of this community before ("welcome back")
+
+
+def current_known(
+    memberships: dict[int, list[Membership]], person_id: int, community_id: int
+) -> bool:
+    return any(m.community_id == community_id for m in memberships.get(person_id, []))
 
 
 async def _greet(repo: Repository, ctx: EngineContext, greetings: list[Greeting], now: int) -> None:
@@ -267,7 +282,7 @@ async def _greet(repo: Repository, ctx: EngineContext, greetings: list[Greeting]
     for g in greetings:
         c, person, referrer, s = g.community, g.person, g.referrer, g.settings
         member = Mention(person.user_id, person.display_name)
-        returning = g.join_number > 1  # back in this community (not just new to it)
+        returning = g.returning
         locale = communities.locale_of(s, None)
         if returning:
             body: Text = t("welcome.back", member=member, community=c.name)
@@ -575,3 +590,33 @@ async def touch(
         )
         person.display_name = user.display_name[:200]
     return c, person
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileResult:
+    left: int  # stored as members, gone now: marked left (their pending referrals end)
+    added: int  # joined while the bot was away: recorded, never credited
+
+
+async def reconcile(
+    repo: Repository, ctx: EngineContext, ref: CommunityRef, present: list[UserRef]
+) -> ReconcileResult:
+    """After downtime: make stored membership match who is actually in the community."""
+    now = ctx.clock.now()
+    c = (await communities.resolve(repo, ctx, [ref], now))[(ref.platform, ref.external_id)]
+    here = {u.user_id: u for u in present}
+    stored = await repo.active_members(c.id)
+    gone = [p.user_id for _, p in stored if p.user_id not in here]
+    if gone:
+        await process_leaves(repo, ctx, [MemberLeft(ref, uid) for uid in gone])
+    known = {p.user_id for _, p in stored}
+    missed = [u for uid, u in here.items() if uid not in known]
+    if missed:
+        # Unknown-source joins: recorded so they are members, and marked rejoined so that
+        # nothing can credit them later (the join's source is lost for good).
+        await process_joins(
+            repo,
+            ctx,
+            [MemberJoined(ref, u, JoinSource.UNKNOWN, rejoined=True, quiet=True) for u in missed],
+        )
+    return ReconcileResult(len(gone), len(missed))

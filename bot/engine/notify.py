@@ -51,6 +51,19 @@ def to_user(
     return _row(community.platform, "dm", payload, key, now)
 
 
+def channel_access(
+    community: Community, user_id: str, channel: str, locale: str, key: str, now: int
+) -> dict[str, Any]:
+    """Give a member a single-use way into a private channel or group (the platform makes it)."""
+    payload = {
+        "community": community.external_id,
+        "user": user_id,
+        "channel": channel,
+        "locale": locale,
+    }
+    return _row(community.platform, "channel_access", payload, key, now)
+
+
 def role_change(
     community: Community, user_id: str, role: str, grant: bool, key: str, now: int
 ) -> dict[str, Any]:

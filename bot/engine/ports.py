@@ -78,6 +78,10 @@ class Repository(Protocol):
         self, participant_ids: Iterable[int]
     ) -> dict[int, list[Membership]]: ...
 
+    async def active_members(self, community_id: int) -> list[tuple[Membership, Participant]]:
+        """Everyone stored as currently in a community."""
+        ...
+
     async def insert_memberships(self, rows: list[dict[str, Any]]) -> None: ...
 
     async def update_memberships(self, rows: list[dict[str, Any]]) -> None:

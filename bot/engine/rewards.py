@@ -18,7 +18,7 @@ from bot.engine.models import (
     RewardKind,
     Tier,
 )
-from bot.engine.notify import role_change, to_channel, to_user
+from bot.engine.notify import channel_access, role_change, to_channel, to_user
 from bot.engine.ports import Repository
 from bot.engine.program_settings import ProgramSettings
 from bot.engine.text import Date, Mention, Text, t
@@ -311,6 +311,19 @@ async def redeem(
                 continue
         if not await repo.mark_redeemed(g.id, now, coupon):
             continue  # redeemed concurrently: the other call told the member
+        if g.kind == RewardKind.CHANNEL_ACCESS:
+            await repo.add_outbox(
+                [
+                    channel_access(
+                        community,
+                        person.user_id,
+                        g.value,
+                        communities.locale_of(s, person.locale),
+                        f"channel-access:{g.id}",
+                        now,
+                    )
+                ]
+            )
         out.append(Redeemed(g.label, _redeemed_text(g, coupon)))
     await _warn_low_stock(repo, community.program_id, pools_used, s, now)
     return out

@@ -144,6 +144,20 @@ class ReferralEngine:
             raise
         return len(batch)
 
+    async def reconcile(self, ref: CommunityRef, present: list[UserRef]) -> members.ReconcileResult:
+        """After downtime: who left while the bot was away leaves now; missed joins never credit."""
+        result = await self.store.write(
+            lambda repo: members.reconcile(repo, self.ctx, ref, present)
+        )
+        log.info(
+            "event=community.reconciled platform=%s community=%s left=%d added=%d",
+            ref.platform,
+            ref.external_id,
+            result.left,
+            result.added,
+        )
+        return result
+
     async def roles_changed(self, ref: CommunityRef, user_id: str, roles: tuple[str, ...]) -> None:
         await self.store.write(lambda repo: members.set_roles(repo, self.ctx, ref, user_id, roles))
 

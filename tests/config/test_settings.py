@@ -13,8 +13,13 @@ def test_defaults_load():
 def test_environment_overrides_the_file(tmp_path):
     file = tmp_path / "bot.toml"
     file.write_text("[jobs]\nsweep_seconds = 60\n[program]\nmin_days = 5\n")
-    settings = load(file, environ={"REFERRAL_BOT_JOBS__SWEEP_SECONDS": "30",
-                                   "REFERRAL_BOT_PROGRAM__MIN_MESSAGES": "7"})
+    settings = load(
+        file,
+        environ={
+            "REFERRAL_BOT_JOBS__SWEEP_SECONDS": "30",
+            "REFERRAL_BOT_PROGRAM__MIN_MESSAGES": "7",
+        },
+    )
     assert settings.jobs.sweep_seconds == 30
     assert program_defaults(settings).min_days == 5
     assert program_defaults(settings).min_messages == 7  # a number, not the text "7"
@@ -28,9 +33,13 @@ def test_environment_overrides_the_file(tmp_path):
         ("[nope]\na = 1\n", {}, "[nope]: unknown section"),
         ("", {"REFERRAL_BOT_DATABASE__URL": "mysql://x"}, "database.url: expected"),
         ("[program]\nmin_dayz = 1\n", {}, "program.min_dayz: unknown setting"),
-    ("", {"REFERRAL_BOT_PROGRAM__MIN_DAYS": "soon"}, "program.min_days: expected a whole number"),
-    ("[program]\ndigest_weekday = 7\n", {}, "program.digest_weekday: must be from 0 to 6"),
-    ("[program]\ndm_newcomers = 'maybe'\n", {}, "program.dm_newcomers: must be one of"),
+        (
+            "",
+            {"REFERRAL_BOT_PROGRAM__MIN_DAYS": "soon"},
+            "program.min_days: expected a whole number",
+        ),
+        ("[program]\ndigest_weekday = 7\n", {}, "program.digest_weekday: must be from 0 to 6"),
+        ("[program]\ndm_newcomers = 'maybe'\n", {}, "program.dm_newcomers: must be one of"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, toml, env, message):

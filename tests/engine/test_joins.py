@@ -73,3 +73,30 @@ async def test_ambiguous_joins_are_never_guessed(harness: Harness):
         MemberJoined(LOUNGE, UserRef("bob", "bob"), JoinSource.AMBIGUOUS, None, candidates=(code,))
     )
     assert result.credited_to is None and result.referral_id is None
+
+
+async def test_reconcile_after_downtime(harness: Harness):
+    await harness.console.join("alice")
+    await harness.console.join("bob", via="alice")
+    await harness.settle()
+    # While the bot was away: bob left, and zed joined through who knows what.
+    result = await harness.engine.reconcile(
+        LOUNGE, [UserRef("alice", "alice"), UserRef("zed", "zed")]
+    )
+    assert (result.left, result.added) == (1, 1)
+    assert await harness.settle() == []  # nobody is greeted hours late
+    status = await harness.say("alice", "/status")
+    assert "0 pending" in status[0] and "1 left early" in status[0]
+    code = await make_code(harness, "alice")
+    refused = await harness.say("zed", f"/code {code}")
+    assert "Only new members can enter a referral code" in refused[0]
+
+
+async def test_a_platform_reported_rejoin_is_never_a_referral(harness: Harness):
+    await harness.console.join("alice")
+    code = await make_code(harness, "alice")
+    result = await harness.engine.member_joined(
+        MemberJoined(LOUNGE, UserRef("bob", "bob"), JoinSource.INVITE_LINK, code, rejoined=True)
+    )
+    assert result.referral_id is None
+    assert "[bot -> #lounge] Welcome back to lounge, @bob!" in await harness.settle()

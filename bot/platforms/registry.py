@@ -1,0 +1,24 @@
+"""Which platforms a process runs, from the settings. Adapters are imported only when enabled."""
+
+from __future__ import annotations
+
+from bot.platforms.base import Platform
+from bot.platforms.console import ConsolePlatform
+from config.settings import Settings, read_token
+
+
+def build_platforms(settings: Settings) -> list[Platform]:
+    platforms: list[Platform] = []
+    if settings.console.enabled:
+        platforms.append(ConsolePlatform())
+    if settings.discord.enabled:
+        from bot.platforms.discord import DiscordPlatform
+
+        d = settings.discord
+        platforms.append(DiscordPlatform(d, read_token("discord", d.token_env, d.token_file)))
+    if settings.telegram.enabled:
+        from bot.platforms.telegram import TelegramPlatform
+
+        tg = settings.telegram
+        platforms.append(TelegramPlatform(tg, read_token("telegram", tg.token_env, tg.token_file)))
+    return platforms
