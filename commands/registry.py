@@ -26,7 +26,7 @@ LinkMaker = Callable[[Community, str], Awaitable[str]]
 class Reply:
     text: Text
     private: bool = False
-    buttons: tuple[tuple[str, str], ...] = ()  # (label key, command line)
+    buttons: tuple[tuple[Text, str], ...] = ()  # (label, command line run by whoever presses)
 
 
 @dataclass(frozen=True, slots=True)

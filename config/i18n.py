@@ -48,11 +48,19 @@ def _plural_form(locale: str, n: int) -> str:
 
 class Catalog:
     def __init__(self, directory: Path = LOCALES) -> None:
+        # <lang>.toml holds the core's sentences; <lang>/<feature>.toml (one file per platform
+        # adapter or feature) adds its own keys. A key defined twice is an error.
         self.messages: dict[str, dict[str, Any]] = {}
-        for file in sorted(directory.glob("*.toml")):
+        files = [(f.stem, f) for f in sorted(directory.glob("*.toml"))]
+        files += [(f.parent.name, f) for f in sorted(directory.glob("*/*.toml"))]
+        for language, file in files:
             flat: dict[str, Any] = {}
             _flatten("", tomllib.loads(file.read_text(encoding="utf-8")), flat)
-            self.messages[file.stem] = flat
+            known = self.messages.setdefault(language, {})
+            twice = sorted(set(known) & set(flat))
+            if twice:
+                raise ValueError(f"{file}: {twice[0]!r} is already defined for {language!r}")
+            known.update(flat)
 
     @property
     def languages(self) -> list[str]:

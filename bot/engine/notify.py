@@ -26,14 +26,25 @@ def _row(platform: str, kind: str, payload: dict[str, Any], key: str, now: int) 
 
 
 def to_channel(
-    community: Community, channel: str | None, text: Text, locale: str, key: str, now: int
+    community: Community,
+    channel: str | None,
+    text: Text,
+    locale: str,
+    key: str,
+    now: int,
+    buttons: tuple[tuple[Text, str], ...] = (),
 ) -> dict[str, Any]:
-    """A message in a community channel (None: the community's default channel)."""
+    """A message in a community channel (None: the community's default channel).
+
+    ``buttons``: (label, command line) pairs; pressing one runs the command as the presser,
+    with the presser's own permissions (the console shows them as commands to type).
+    """
     payload = {
         "community": community.external_id,
         "channel": channel,
         "locale": locale,
         "text": to_json(text),
+        "buttons": [{"label": to_json(label), "command": command} for label, command in buttons],
     }
     return _row(community.platform, "message", payload, key, now)
 

@@ -99,7 +99,11 @@ class ConsolePlatform:
             raise DeliveryError(f"unknown console community {p['community']!r}", retryable=False)
         if item.kind == "message":
             where = f"#{community.name}" + (f"/{p['channel']}" if p.get("channel") else "")
-            self.out(f"[bot -> {where}] {self.render(from_json(p['text']), p['locale'])}")
+            text = self.render(from_json(p["text"]), p["locale"])
+            for button in p.get("buttons", []):
+                label = self.render(from_json(button["label"]), p["locale"])
+                text += f"\n  [{label}: /{button['command']}]"
+            self.out(f"[bot -> {where}] {text}")
         elif item.kind == "dm":
             text = self.render(from_json(p["text"]), p["locale"])
             self.out(f"[bot -> @{escape(p['user'])} (private)] {text}")
@@ -228,6 +232,8 @@ class ConsolePlatform:
 
     def _reply_line(self, community: ConsoleCommunity, user: str, reply: Reply) -> str:
         text = self.render(reply.text)
+        for label, command in reply.buttons:
+            text += f"\n  [{self.render(label)}: /{command}]"
         if reply.private:
             return f"[bot -> @{escape(user.lower())} (private)] {text}"
         return f"[bot -> #{community.name}] {text}"
