@@ -166,6 +166,24 @@ class ReferralEngine:
     async def touch(
         self, ref: CommunityRef, user: UserRef, roles: tuple[str, ...] | None = None
     ) -> tuple[Community, Participant]:
+        """The member behind a command; a write only when something is new or changed."""
+        cached = self.ctx.communities.get((ref.platform, ref.external_id))
+        if cached is not None:
+
+            async def known(repo: Repository) -> Participant | None:
+                key = (cached.program_id, cached.platform, user.user_id)
+                person = (await repo.participants_by_identity([key])).get(key)
+                if person is None or person.display_name != user.display_name[:200]:
+                    return None
+                mine = (await repo.memberships_of([person.id])).get(person.id, [])
+                here = next((m for m in mine if m.community_id == cached.id), None)
+                if here is None or (roles is not None and tuple(roles) != here.roles):
+                    return None
+                return person
+
+            person = await self.store.read(known)
+            if person is not None:
+                return cached, person
         return await self.store.write(lambda repo: members.touch(repo, self.ctx, ref, user, roles))
 
     async def invite(
