@@ -357,13 +357,19 @@ class Repository:
         return out
 
     async def insert_participants(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert new participants; returns their ids in the order of ``rows``.
+
+        Unordered RETURNING of the id with the unique identity, matched back by identity:
+        *ordered* RETURNING makes SQLAlchemy insert SQLite rows one by one (a thread hop each).
+        """
         if not rows:
             return []
+        c = participants.c
         result = await self.conn.execute(
-            participants.insert().returning(participants.c.id, sort_by_parameter_order=True),
-            rows,
+            participants.insert().returning(c.id, c.program_id, c.platform, c.user_id), rows
         )
-        return [r.id for r in result.all()]
+        ids = {(r.program_id, r.platform, r.user_id): r.id for r in result.all()}
+        return [ids[(r["program_id"], r["platform"], r["user_id"])] for r in rows]
 
     async def update_participants(self, rows: list[dict[str, Any]]) -> None:
         """Each row: ``pid`` plus the columns to set (all rows must set the same columns)."""
@@ -398,20 +404,27 @@ class Repository:
         for r in rows:
             m = r._mapping
             membership = Membership(
-                id=m[memberships.c.id], participant_id=m[memberships.c.participant_id],
-                community_id=m[memberships.c.community_id], joined_at=m[memberships.c.joined_at],
-                left_at=None, first_joined_at=m[memberships.c.first_joined_at],
+                id=m[memberships.c.id],
+                participant_id=m[memberships.c.participant_id],
+                community_id=m[memberships.c.community_id],
+                joined_at=m[memberships.c.joined_at],
+                left_at=None,
+                first_joined_at=m[memberships.c.first_joined_at],
                 join_count=m[memberships.c.join_count],
                 message_count=m[memberships.c.message_count],
                 roles=tuple(x for x in m[memberships.c.roles].split("\n") if x),
             )
             person = Participant(
-                id=m[participants.c.id], program_id=m[participants.c.program_id],
-                platform=m[participants.c.platform], user_id=m[participants.c.user_id],
-                display_name=m[participants.c.display_name], locale=m[participants.c.locale],
+                id=m[participants.c.id],
+                program_id=m[participants.c.program_id],
+                platform=m[participants.c.platform],
+                user_id=m[participants.c.user_id],
+                display_name=m[participants.c.display_name],
+                locale=m[participants.c.locale],
                 account_created_at=m[participants.c.account_created_at],
                 first_joined_at=m[participants.c.first_joined_at],
-                origin=m[participants.c.origin], message_count=m[participants.c.message_count],
+                origin=m[participants.c.origin],
+                message_count=m[participants.c.message_count],
                 banned_at=m[participants.c.banned_at],
                 code_lock_until=m[participants.c.code_lock_until],
             )
@@ -495,15 +508,14 @@ class Repository:
 
         Returns the inserted codes by participant id.
         """
-        out: dict[int, ReferralCode] = {}
         if not rows:
-            return out
-        stmt = self._insert(referral_codes).on_conflict_do_nothing().returning(*referral_codes.c)
-        for chunk in _chunks(rows):
-            result = await self.conn.execute(stmt, list(chunk))
-            for r in result.all():
-                out[r.participant_id] = _code(r)
-        return out
+            return {}
+        await self.conn.execute(self._insert(referral_codes).on_conflict_do_nothing(), rows)
+        stored = await self.codes_by_value(r["code"] for r in rows)
+        wanted = {(r["participant_id"], r["code"]) for r in rows}
+        return {
+            c.participant_id: c for c in stored.values() if (c.participant_id, c.code) in wanted
+        }
 
     async def revoke_code(self, code_id: int, now: int) -> None:
         await self.conn.execute(
@@ -550,12 +562,15 @@ class Repository:
         return _referral(row) if row else None
 
     async def insert_referrals(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert referrals; returns their ids in the order of ``rows``."""
         if not rows:
             return []
+        c = referrals.c
         result = await self.conn.execute(
-            referrals.insert().returning(referrals.c.id, sort_by_parameter_order=True), rows
+            referrals.insert().returning(c.id, c.program_id, c.referred_id), rows
         )
-        return [r.id for r in result.all()]
+        ids = {(r.program_id, r.referred_id): r.id for r in result.all()}
+        return [ids[(r["program_id"], r["referred_id"])] for r in rows]
 
     async def due_referrals(self, now: int, limit: int) -> list[Referral]:
         rows = await self._rows(
@@ -669,11 +684,23 @@ class Repository:
         """Insert grants; one whose dedupe key exists is skipped. Returns the ones created."""
         if not rows:
             return []
+        keys = [r["dedupe_key"] for r in rows]
+        existing: set[str] = set()
+        for chunk in _chunks(keys):
+            found = await self._rows(
+                sa.select(grants.c.dedupe_key).where(grants.c.dedupe_key.in_(chunk))
+            )
+            existing.update(f[0] for f in found)
+        fresh = [r for r in rows if r["dedupe_key"] not in existing]
+        if not fresh:
+            return []
+        await self.conn.execute(self._insert(grants).on_conflict_do_nothing(), fresh)
         created: list[Grant] = []
-        stmt = self._insert(grants).on_conflict_do_nothing().returning(*grants.c)
-        for chunk in _chunks(rows):
-            result = await self.conn.execute(stmt, list(chunk))
-            created.extend(_grant(r) for r in result.all())
+        for chunk in _chunks([r["dedupe_key"] for r in fresh]):
+            found = await self._rows(
+                sa.select(grants).where(grants.c.dedupe_key.in_(chunk)).order_by(grants.c.id)
+            )
+            created.extend(_grant(f) for f in found)
         return created
 
     async def grants_of(self, participant_id: int) -> list[Grant]:

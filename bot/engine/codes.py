@@ -18,8 +18,17 @@ _SEPARATORS = re.compile(r"[\s\-_.]+")
 _VALID = re.compile(f"^[{ALPHABET}]{{{LENGTH}}}$")
 
 
+_SPACE = len(ALPHABET) ** LENGTH
+
+
 def generate() -> str:
-    return "".join(secrets.choice(ALPHABET) for _ in range(LENGTH))
+    """One uniform draw from the whole code space, written in the code alphabet."""
+    n = secrets.randbelow(_SPACE)
+    out = []
+    for _ in range(LENGTH):
+        n, digit = divmod(n, len(ALPHABET))
+        out.append(ALPHABET[digit])
+    return "".join(out)
 
 
 def normalize(entered: str) -> str | None:
