@@ -225,6 +225,13 @@ class Repository:
         ).first()
         return _community(row) if row else None
 
+    async def communities_by_ids(self, ids: Iterable[int]) -> dict[int, Community]:
+        out: dict[int, Community] = {}
+        for chunk in _chunks(sorted(set(ids))):
+            rows = await self._rows(sa.select(communities).where(communities.c.id.in_(chunk)))
+            out.update({r.id: _community(r) for r in rows})
+        return out
+
     async def create_community(
         self, platform: str, external_id: str, name: str, program_id: int, now: int
     ) -> Community:
@@ -653,6 +660,18 @@ class Repository:
         )
         return [_tier(r) for r in rows]
 
+    async def tiers_for_programs(self, program_ids: Iterable[int]) -> dict[int, list[Tier]]:
+        out: dict[int, list[Tier]] = defaultdict(list)
+        for chunk in _chunks(sorted(set(program_ids))):
+            rows = await self._rows(
+                sa.select(tiers)
+                .where(tiers.c.program_id.in_(chunk), tiers.c.removed_at.is_(None))
+                .order_by(tiers.c.threshold)
+            )
+            for r in rows:
+                out[r.program_id].append(_tier(r))
+        return out
+
     async def insert_tier(
         self, program_id: int, name: str, threshold: int, kind: str, value: str, now: int
     ) -> int:
@@ -720,6 +739,14 @@ class Repository:
             .values(status=GrantStatus.REDEEMED.value, redeemed_at=now, coupon_code=coupon_code)
         )
         return result.rowcount == 1
+
+    async def mark_redeemed_many(self, grant_ids: list[int], now: int) -> None:
+        for chunk in _chunks(grant_ids):
+            await self.conn.execute(
+                grants.update()
+                .where(grants.c.id.in_(chunk), grants.c.status == GrantStatus.AVAILABLE.value)
+                .values(status=GrantStatus.REDEEMED.value, redeemed_at=now)
+            )
 
     async def revoke_grants(self, grant_ids: list[int], now: int) -> None:
         """Revoke grants and free their dedupe keys, so reaching the tier again grants it again."""

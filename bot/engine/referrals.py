@@ -207,52 +207,43 @@ async def _after_conversions(
     await repo.bump_leaderboard([(p, period, pid, n) for (p, period, pid), n in bumps.items()])
     referrers = await repo.participants(r.referrer_id for r in converted)
     counts = await repo.converted_counts(referrers)
-    home = {r.referrer_id: r.community_id for r in converted}
-    community_ids = set(home.values()) | {r.community_id for r in converted}
-    comms = {cid: await repo.community_by_id(cid) for cid in community_ids}
+    comms = await repo.communities_by_ids({r.community_id for r in converted})
+    home = {r.referrer_id: comms[r.community_id] for r in converted}
+    home.update({r.referred_id: comms[r.community_id] for r in converted})
     rows = []
     for r in converted:
-        s = settings[r.program_id]
         referrer = referrers[r.referrer_id]
         rows.append(
             to_user(
                 comms[r.community_id],
-                referrer.user_id,  # type: ignore[arg-type]
+                referrer.user_id,
                 t(
                     "dm.referral_converted",
                     member=referred[r.referred_id].display_name,
                     count=counts.get(r.referrer_id, 0),
                 ),
-                communities.locale_of(s, referrer.locale),
+                communities.locale_of(settings[r.program_id], referrer.locale),
                 f"converted:{r.id}",
                 now,
             )
         )
     await repo.add_outbox(rows)
-    created = 0
-    for program_id in {r.program_id for r in converted}:
-        ids = {r.referrer_id for r in converted if r.program_id == program_id}
-        created += await rewards.grant_tiers(
-            repo,
-            ctx,
+    tiers = await repo.tiers_for_programs({r.program_id for r in converted})
+    grant_rows: list[dict] = []
+    for program_id in sorted({r.program_id for r in converted}):
+        mine = [r for r in converted if r.program_id == program_id]
+        grant_rows += rewards.tier_grant_rows(
             program_id,
-            {i: referrers[i] for i in ids},
+            {r.referrer_id: referrers[r.referrer_id] for r in mine},
             counts,
-            {i: comms[home[i]] for i in ids},
+            tiers.get(program_id, []),
             settings[program_id],
-            now,  # type: ignore[misc]
+            now,
         )
-        referees = [r for r in converted if r.program_id == program_id]
-        created += await rewards.grant_referee(
-            repo,
-            ctx,
-            referees,
-            referred,
-            comms,
-            settings[program_id],
-            now,  # type: ignore[arg-type]
-        )
-    return created
+        grant_rows += rewards.referee_grant_rows(mine, referred, settings[program_id], now)
+    created = await repo.insert_grants(grant_rows)
+    await rewards.tell_granted(repo, created, referrers | referred, home, settings, now)
+    return len(created)
 
 
 async def take_back(

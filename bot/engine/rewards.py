@@ -61,19 +61,19 @@ def _grant_row(
     }
 
 
-async def grant_tiers(
-    repo: Repository,
-    ctx: EngineContext,
+def tier_grant_rows(
     program_id: int,
     referrers: dict[int, Participant],
     counts: dict[int, int],
-    home: dict[int, Community],
+    tiers: list[Tier],
     s: ProgramSettings,
     now: int,
-) -> int:
-    """Grant every tier each referrer's converted count has reached and not yet been granted."""
-    tiers = await repo.tiers(program_id)
-    rows = [
+) -> list[dict]:
+    """A grant row for every tier each referrer's converted count has reached.
+
+    Rows for tiers already granted are dropped by the UNIQUE dedupe key when inserted.
+    """
+    return [
         _grant_row(
             program_id,
             person,
@@ -90,24 +90,15 @@ async def grant_tiers(
         for tier in tiers
         if tier.threshold <= counts.get(pid, 0)
     ]
-    created = await repo.insert_grants(rows)
-    await _tell_granted(repo, created, referrers, home, s, now)
-    return len(created)
 
 
-async def grant_referee(
-    repo: Repository,
-    ctx: EngineContext,
-    converted: list[Referral],
-    referred: dict[int, Participant],
-    comms: dict[int, Community],
-    s: ProgramSettings,
-    now: int,
-) -> int:
+def referee_grant_rows(
+    converted: list[Referral], referred: dict[int, Participant], s: ProgramSettings, now: int
+) -> list[dict]:
     """Double-sided programs: the newcomer's own reward once their referral converts."""
     if not s.referee_reward_kind:
-        return 0
-    rows = [
+        return []
+    return [
         _grant_row(
             r.program_id,
             referred[r.referred_id],
@@ -122,25 +113,21 @@ async def grant_referee(
         )
         for r in converted
     ]
-    created = await repo.insert_grants(rows)
-    home = {r.referred_id: comms[r.community_id] for r in converted}
-    await _tell_granted(repo, created, referred, home, s, now)
-    return len(created)
 
 
-async def _tell_granted(
+async def tell_granted(
     repo: Repository,
     created: list[Grant],
     people: dict[int, Participant],
     home: dict[int, Community],
-    s: ProgramSettings,
+    settings: dict[int, ProgramSettings],
     now: int,
 ) -> None:
+    """Tell each member what they got (one outbox write), and apply role rewards due now."""
     rows = []
     for g in created:
         person = people[g.participant_id]
-        community = home[g.participant_id]
-        locale = communities.locale_of(s, person.locale)
+        locale = communities.locale_of(settings[g.program_id], person.locale)
         reward = reward_text(g.kind, g.value)
         if g.side == "referee" and g.available_at <= now:
             text = t("dm.referee_reward", reward=reward)
@@ -150,7 +137,9 @@ async def _tell_granted(
             text = t("dm.reward_role", label=g.label, role=g.value)
         else:
             text = t("dm.reward_ready", label=g.label, reward=reward)
-        rows.append(to_user(community, person.user_id, text, locale, f"granted:{g.id}", now))
+        rows.append(
+            to_user(home[g.participant_id], person.user_id, text, locale, f"granted:{g.id}", now)
+        )
     await repo.add_outbox(rows)
     await apply_roles(repo, [g for g in created if g.available_at <= now], people, now)
 
@@ -159,16 +148,19 @@ async def apply_roles(
     repo: Repository, grants: Iterable[Grant], people: dict[int, Participant], now: int
 ) -> None:
     """Role rewards are applied, not claimed: give the role in every community the member is in."""
+    due = [g for g in grants if g.kind == RewardKind.ROLE and g.status == GrantStatus.AVAILABLE]
+    if not due:
+        return
+    memberships = await repo.memberships_of({g.participant_id for g in due})
+    places = await repo.communities_by_ids(
+        {m.community_id for ms in memberships.values() for m in ms if m.left_at is None}
+    )
     rows = []
-    for g in grants:
-        if g.kind != RewardKind.ROLE or g.status != GrantStatus.AVAILABLE:
-            continue
+    for g in due:
         person = people[g.participant_id]
-        for m in (await repo.memberships_of([person.id])).get(person.id, []):
-            if m.left_at is not None:
-                continue
-            community = await repo.community_by_id(m.community_id)
-            if community is not None:
+        for m in memberships.get(person.id, []):
+            community = places.get(m.community_id)
+            if m.left_at is None and community is not None:
                 rows.append(
                     role_change(
                         community,
@@ -179,7 +171,7 @@ async def apply_roles(
                         now,
                     )
                 )
-        await repo.mark_redeemed(g.id, now, None)
+    await repo.mark_redeemed_many([g.id for g in due], now)
     await repo.add_outbox(rows)
 
 

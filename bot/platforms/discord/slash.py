@@ -1,0 +1,166 @@
+"""Slash commands generated from the neutral registry, and interactions read back into it.
+
+Member commands are top-level (``/invite``, ``/status``...). Admin commands are subcommands of
+``/referral-admin`` (default permission: Manage Server), moderator commands of ``/referral-mod``
+(default permission: Manage Messages). The default permissions only hide commands in the client;
+``dispatch`` checks the audience again with the presser's real permissions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.engine.models import Audience
+from bot.engine.text import t
+from commands.registry import Command, Option
+from config.i18n import Catalog
+
+ADMIN_GROUP = "referral-admin"
+MOD_GROUP = "referral-mod"
+MANAGE_GUILD = 1 << 5
+MANAGE_MESSAGES = 1 << 13
+GUILD_CONTEXT = 0
+MAX_SUBCOMMANDS = 25
+MAX_INT = 2**53 - 1  # Discord's integer options are JavaScript numbers
+
+STRING, INTEGER, SUB_COMMAND = 3, 4, 1
+
+# Options whose values come from the engine while the member types (names of rewards, tiers).
+AUTOCOMPLETE = {("redeem", "reward"), ("tier-edit", "name"), ("tier-remove", "name")}
+
+
+def _describe(catalog: Catalog, key: str, fallback: str, **values: Any) -> str:
+    try:
+        text = catalog.render(t(key, **values))
+    except KeyError:
+        text = fallback
+    text = " ".join(text.split()) or fallback
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
+def option_payload(catalog: Catalog, command: Command, o: Option) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "type": INTEGER if o.kind == "int" else STRING,
+        "name": o.name,
+        "description": _describe(
+            catalog,
+            f"discord.option.{o.name}",
+            o.name,
+        )
+        if _has(catalog, f"discord.option.{o.name}")
+        else _describe(catalog, "discord.option.generic", o.name, option=o.name),
+        "required": o.required,
+    }
+    if o.kind == "int":
+        payload["min_value"] = max(o.min_value, -MAX_INT)
+        payload["max_value"] = min(o.max_value, MAX_INT)
+    elif o.kind == "choice":
+        payload["choices"] = [{"name": c, "value": c} for c in o.choices[:25]]
+    else:
+        payload["max_length"] = min(o.max_length, 6000)
+        if (command.name, o.name) in AUTOCOMPLETE:
+            payload["autocomplete"] = True
+    return payload
+
+
+def _has(catalog: Catalog, key: str) -> bool:
+    return any(key in messages for messages in catalog.messages.values())
+
+
+def _options(catalog: Catalog, command: Command) -> list[dict[str, Any]]:
+    ordered = sorted(command.options, key=lambda o: not o.required)  # Discord: required first
+    return [option_payload(catalog, command, o) for o in ordered]
+
+
+def _description(catalog: Catalog, command: Command) -> str:
+    return _describe(catalog, command.description_key, command.name)
+
+
+def _groups(audience: Audience, commands: list[Command]) -> list[tuple[str, list[Command]]]:
+    base = ADMIN_GROUP if audience == Audience.ADMIN else MOD_GROUP
+    chunks = [commands[i : i + MAX_SUBCOMMANDS] for i in range(0, len(commands), MAX_SUBCOMMANDS)]
+    return [(base if i == 0 else f"{base}-{i + 1}", chunk) for i, chunk in enumerate(chunks)]
+
+
+def build_payload(catalog: Catalog, commands: Iterable[Command]) -> list[dict[str, Any]]:
+    """The application commands to sync, in a stable order (their hash decides re-syncs)."""
+    by_audience: dict[Audience, list[Command]] = {a: [] for a in Audience}
+    for c in commands:
+        by_audience[c.audience].append(c)
+    payload: list[dict[str, Any]] = [
+        {
+            "type": 1,
+            "name": c.name,
+            "description": _description(catalog, c),
+            "options": _options(catalog, c),
+            "contexts": [GUILD_CONTEXT],
+        }
+        for c in by_audience[Audience.MEMBER]
+    ]
+    for audience, permission, key in (
+        (Audience.ADMIN, MANAGE_GUILD, "discord.group.admin"),
+        (Audience.MODERATOR, MANAGE_MESSAGES, "discord.group.moderator"),
+    ):
+        for name, chunk in _groups(audience, by_audience[audience]):
+            payload.append(
+                {
+                    "type": 1,
+                    "name": name,
+                    "description": _describe(catalog, key, name),
+                    "default_member_permissions": str(permission),
+                    "contexts": [GUILD_CONTEXT],
+                    "options": [
+                        {
+                            "type": SUB_COMMAND,
+                            "name": c.name,
+                            "description": _description(catalog, c),
+                            "options": _options(catalog, c),
+                        }
+                        for c in chunk
+                    ],
+                }
+            )
+    return payload
+
+
+def tree_hash(payload: list[dict[str, Any]]) -> str:
+    encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def is_group(name: str) -> bool:
+    return any(
+        name == base or (name.startswith(base + "-") and name[len(base) + 1 :].isdigit())
+        for base in (ADMIN_GROUP, MOD_GROUP)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    command: str
+    named: dict[str, Any]
+    focused: str | None = None  # autocomplete: the option being typed
+    typed: str = ""
+
+
+def read_invocation(data: dict[str, Any]) -> Invocation:
+    """Interaction data -> the registry command name and its named option values."""
+    name = str(data.get("name", ""))
+    options: list[dict[str, Any]] = list(data.get("options") or [])
+    if is_group(name):
+        sub = next((o for o in options if o.get("type") == SUB_COMMAND), None)
+        if sub is None:
+            return Invocation("", {})
+        name, options = str(sub["name"]), list(sub.get("options") or [])
+    named: dict[str, Any] = {}
+    focused, typed = None, ""
+    for o in options:
+        if o.get("focused"):
+            focused, typed = str(o["name"]), str(o.get("value", ""))
+            continue
+        named[str(o["name"])] = o.get("value")
+    return Invocation(name, named, focused, typed)

@@ -1,0 +1,31 @@
+"""Bot API errors, as the outbox understands them."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import timedelta
+
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+
+from bot.platforms.base import DeliveryError
+
+
+def retry_seconds(exc: RetryAfter) -> float:
+    value = getattr(exc, "_retry_after", None)
+    if not isinstance(value, timedelta):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def delivery_error(exc: TelegramError, what: str) -> DeliveryError:
+    """429 waits (only this item); blocked, kicked or unknown chats are final; outages retry."""
+    if isinstance(exc, RetryAfter):
+        wait = retry_seconds(exc)
+        return DeliveryError(f"{what}: 429, retry after {wait:g}s", retry_after=wait)
+    if isinstance(exc, Forbidden | BadRequest):  # BadRequest is a NetworkError: test it first
+        return DeliveryError(f"{what}: {exc.message}", retryable=False)
+    if isinstance(exc, NetworkError):
+        return DeliveryError(f"{what}: {exc.message}")
+    return DeliveryError(f"{what}: {exc.message}")

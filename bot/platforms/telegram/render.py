@@ -1,0 +1,81 @@
+"""Rendering for Telegram: HTML parse mode, escaped user text, mentions, inline keyboards."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot.engine.text import Mention
+from commands.registry import REGISTRY
+
+CALLBACK_LIMIT = 64  # bytes of callback_data Telegram keeps
+
+
+def escape(text: str) -> str:
+    """Text from users, safe inside an HTML-mode message (no tags, no entities of its own)."""
+    return html.escape(text, quote=False)
+
+
+def mention(m: Mention) -> str:
+    """A link to one user: pings that user only; the name is user text, escaped."""
+    if m.user_id.isdigit():
+        return f'<a href="tg://user?id={m.user_id}">{escape(m.name)}</a>'
+    return escape(m.name)
+
+
+def tg_command(name: str) -> str:
+    """Telegram command names allow only a-z, 0-9 and _: `tier-add` is typed `/tier_add`."""
+    return name.replace("-", "_")
+
+
+def neutral_command(name: str) -> str:
+    return name.replace("_", "-").lower()
+
+
+def _hyphenated() -> re.Pattern[str]:
+    names = sorted((c.name for c in REGISTRY.all() if "-" in c.name), key=len, reverse=True)
+    if not names:
+        return re.compile(r"(?!x)x")
+    return re.compile(r"/(" + "|".join(re.escape(n) for n in names) + r")(?![\w-])")
+
+
+def telegram_commands(rendered: str) -> str:
+    """Sentences mention commands as `/tier-add`; on Telegram they are typed `/tier_add`."""
+    return _hyphenated().sub(lambda m: "/" + tg_command(m.group(1)), rendered)
+
+
+class CallbackMap:
+    """callback_data is at most 64 bytes: a longer command line is kept here under a short id.
+
+    Kept in memory: a button whose line was too long stops working after a restart (pressing it
+    then says so); every line the engine builds today fits in 64 bytes.
+    """
+
+    def __init__(self) -> None:
+        self._lines: dict[str, str] = {}
+
+    def data_for(self, command: str) -> str:
+        if len(command.encode()) <= CALLBACK_LIMIT and not command.startswith("#"):
+            return command
+        key = f"#{len(self._lines) + 1}"
+        self._lines[key] = command
+        return key
+
+    def command_for(self, data: str) -> str | None:
+        if data.startswith("#"):
+            return self._lines.get(data)
+        return data
+
+
+def keyboard(
+    buttons: Iterable[tuple[str, str]], callbacks: CallbackMap
+) -> InlineKeyboardMarkup | None:
+    """(label, command line) pairs as one button per row; labels are plain text."""
+    rows = [
+        [InlineKeyboardButton(label, callback_data=callbacks.data_for(command))]
+        for label, command in buttons
+    ]
+    return InlineKeyboardMarkup(rows) if rows else None
