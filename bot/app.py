@@ -12,7 +12,13 @@ from bot import jobs
 from bot.delivery import OutboxWorker
 from bot.engine.clock import Clock, SystemClock
 from bot.engine.context import EngineContext
-from bot.engine.program_settings import DM_MODES, LANGUAGES, ProgramSettings
+from bot.engine.program_settings import (
+    DETECTORS,
+    DM_MODES,
+    LANGUAGES,
+    RISK_MODES,
+    ProgramSettings,
+)
 from bot.engine.service import ReferralEngine
 from bot.platforms.base import Platform
 from config.i18n import Catalog
@@ -31,8 +37,20 @@ _PROGRAM_LIMITS = {
     "digest_weekday": (0, 6),
     "digest_minute": (0, 24 * 60 - 1),
     "coupon_low_stock": (0, 100_000),
+    "young_account_days": (0, 3650),
+    "velocity_count": (1, 1000),
+    "velocity_minutes": (1, 1440),
+    "leave_early_count": (1, 1000),
+    "empty_count": (1, 1000),
+    "rejoin_days": (1, 365),
+    "review_deadline_days": (1, 365),
 }
-_PROGRAM_CHOICES = {"dm_newcomers": DM_MODES, "language": LANGUAGES}
+_PROGRAM_CHOICES = {
+    "dm_newcomers": DM_MODES,
+    "language": LANGUAGES,
+    "risk_mode": RISK_MODES,
+    "review_deadline_action": ("approve", "reject"),
+}
 
 
 def program_defaults(settings: Settings) -> ProgramSettings:
@@ -47,7 +65,11 @@ def program_defaults(settings: Settings) -> ProgramSettings:
             )
         if key in _PROGRAM_LIMITS:
             low, high = _PROGRAM_LIMITS[key]
-            if key == "digest_weekday" and str(raw).lower() in ("off", "none", ""):
+            if key in ("digest_weekday", "review_deadline_days") and str(raw).lower() in (
+                "off",
+                "none",
+                "",
+            ):
                 values[key] = None
                 continue
             try:
@@ -57,6 +79,19 @@ def program_defaults(settings: Settings) -> ProgramSettings:
             if not low <= number <= high:
                 raise ConfigError(f"program.{key}: must be from {low} to {high}, got {number}")
             values[key] = number
+        elif key == "detectors_off":
+            names = (
+                tuple(raw)
+                if isinstance(raw, list | tuple)
+                else tuple(n.strip() for n in str(raw).split(",") if n.strip())
+            )
+            unknown = [n for n in names if n not in DETECTORS]
+            if unknown:
+                raise ConfigError(
+                    f"program.detectors_off: unknown detector {unknown[0]!r}; "
+                    f"known: {', '.join(DETECTORS)}"
+                )
+            values[key] = names
         elif key in _PROGRAM_CHOICES:
             if str(raw) not in _PROGRAM_CHOICES[key]:
                 allowed = ", ".join(_PROGRAM_CHOICES[key])

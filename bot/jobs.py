@@ -35,6 +35,10 @@ async def _sweep(app: App) -> object:
     return await app.engine.run_sweep()
 
 
+async def _deadlines(app: App) -> object:
+    return await app.engine.run_review_deadlines()
+
+
 async def _announce(app: App) -> object:
     return await app.engine.run_announcements()
 
@@ -51,6 +55,7 @@ async def _outbox(app: App) -> object:
 JOBS = (
     Job("activity_flush", "activity_flush_seconds", _flush),
     Job("conversion_sweep", "sweep_seconds", _sweep),
+    Job("review_deadlines", "sweep_seconds", _deadlines),
     Job("tier_announcements", "announce_seconds", _announce),
     Job("leaderboard_digest", "digest_check_seconds", _digest),
     Job("outbox_delivery", "outbox_poll_seconds", _outbox),

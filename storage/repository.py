@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.engine.models import (
     AuditEntry,
     Community,
+    FlagStatus,
+    FraudFlag,
     Grant,
     GrantStatus,
     LeaderboardRow,
@@ -36,7 +38,9 @@ from storage.tables import (
     code_attempts,
     communities,
     coupons,
+    fraud_flags,
     grants,
+    identity_links,
     leaderboard_counts,
     link_tokens,
     memberships,
@@ -116,6 +120,24 @@ def _referral(row: Any) -> Referral:
         converted_at=row.converted_at,
         ended_at=row.ended_at,
         reason=row.reason,
+        risk=row.risk,
+    )
+
+
+def _flag(row: Any) -> FraudFlag:
+    return FraudFlag(
+        id=row.id,
+        program_id=row.program_id,
+        referral_id=row.referral_id,
+        participant_id=row.participant_id,
+        detector=row.detector,
+        score=row.score,
+        reason=json.loads(row.reason),
+        status=FlagStatus(row.status),
+        created_at=row.created_at,
+        reviewer=row.reviewer,
+        reviewed_at=row.reviewed_at,
+        review_note=row.review_note,
     )
 
 
@@ -901,6 +923,226 @@ class Repository:
             )
         ).scalar_one()
         return above + 1, mine
+
+    # -- fraud review -----------------------------------------------------------------------
+
+    async def insert_flags(self, rows: list[dict[str, Any]]) -> list[FraudFlag]:
+        """Insert flags; one whose dedupe key exists is skipped. Returns the ones created."""
+        if not rows:
+            return []
+        existing: set[str] = set()
+        for chunk in _chunks([r["dedupe_key"] for r in rows]):
+            found = await self._rows(
+                sa.select(fraud_flags.c.dedupe_key).where(fraud_flags.c.dedupe_key.in_(chunk))
+            )
+            existing.update(f[0] for f in found)
+        fresh = list({r["dedupe_key"]: r for r in rows if r["dedupe_key"] not in existing}.values())
+        if not fresh:
+            return []
+        await self.conn.execute(self._insert(fraud_flags).on_conflict_do_nothing(), fresh)
+        created: list[FraudFlag] = []
+        for chunk in _chunks([r["dedupe_key"] for r in fresh]):
+            found = await self._rows(
+                sa.select(fraud_flags)
+                .where(fraud_flags.c.dedupe_key.in_(chunk))
+                .order_by(fraud_flags.c.id)
+            )
+            created.extend(_flag(f) for f in found)
+        return created
+
+    async def flag(self, flag_id: int) -> FraudFlag | None:
+        row = (
+            await self.conn.execute(sa.select(fraud_flags).where(fraud_flags.c.id == flag_id))
+        ).first()
+        return _flag(row) if row else None
+
+    async def flag_queue(
+        self, program_id: int, riskiest: bool, limit: int, offset: int
+    ) -> tuple[list[FraudFlag], int]:
+        """Open flags, newest or riskiest first, and how many are open in all."""
+        f = fraud_flags.c
+        where = (f.program_id == program_id, f.status == FlagStatus.OPEN.value)
+        order = (f.score.desc(), f.id.desc()) if riskiest else (f.id.desc(),)
+        rows = await self._rows(
+            sa.select(fraud_flags).where(*where).order_by(*order).limit(limit).offset(offset)
+        )
+        total = (await self.conn.execute(sa.select(sa.func.count()).where(*where))).scalar_one()
+        return [_flag(r) for r in rows], total
+
+    async def flags_about(
+        self, referral_ids: Iterable[int], participant_ids: Iterable[int]
+    ) -> list[FraudFlag]:
+        """Every flag on these referrals or these members, oldest first."""
+        refs, people = sorted(set(referral_ids)), sorted(set(participant_ids))
+        conditions = []
+        if refs:
+            conditions.append(fraud_flags.c.referral_id.in_(refs))
+        if people:
+            conditions.append(fraud_flags.c.participant_id.in_(people))
+        if not conditions:
+            return []
+        rows = await self._rows(
+            sa.select(fraud_flags).where(sa.or_(*conditions)).order_by(fraud_flags.c.id)
+        )
+        return [_flag(r) for r in rows]
+
+    async def review_flags(
+        self, flag_ids: list[int], status: str, reviewer: str, note: str | None, now: int
+    ) -> int:
+        """Close open flags; returns how many were still open."""
+        total = 0
+        for chunk in _chunks(flag_ids):
+            result = await self.conn.execute(
+                fraud_flags.update()
+                .where(fraud_flags.c.id.in_(chunk), fraud_flags.c.status == FlagStatus.OPEN.value)
+                .values(status=status, reviewer=reviewer, review_note=note, reviewed_at=now)
+            )
+            total += result.rowcount
+        return total
+
+    async def overdue_flags(self, program_id: int, before: int, limit: int) -> list[FraudFlag]:
+        rows = await self._rows(
+            sa.select(fraud_flags)
+            .where(
+                fraud_flags.c.program_id == program_id,
+                fraud_flags.c.status == FlagStatus.OPEN.value,
+                fraud_flags.c.created_at <= before,
+            )
+            .order_by(fraud_flags.c.id)
+            .limit(limit)
+        )
+        return [_flag(r) for r in rows]
+
+    async def set_risk(self, risks: dict[int, int]) -> None:
+        if risks:
+            await self.conn.execute(
+                referrals.update()
+                .where(referrals.c.id == sa.bindparam("rid"))
+                .values(risk=sa.bindparam("risk")),
+                [{"rid": rid, "risk": risk} for rid, risk in risks.items()],
+            )
+
+    async def referrals_since(self, referrer_ids: Iterable[int], since: int) -> list[Referral]:
+        out: list[Referral] = []
+        for chunk in _chunks(sorted(set(referrer_ids))):
+            rows = await self._rows(
+                sa.select(referrals).where(
+                    referrals.c.referrer_id.in_(chunk), referrals.c.created_at >= since
+                )
+            )
+            out.extend(_referral(r) for r in rows)
+        return out
+
+    async def referrals_of_referred(self, participant_ids: Iterable[int]) -> list[Referral]:
+        out: list[Referral] = []
+        for chunk in _chunks(sorted(set(participant_ids))):
+            rows = await self._rows(sa.select(referrals).where(referrals.c.referred_id.in_(chunk)))
+            out.extend(_referral(r) for r in rows)
+        return out
+
+    async def referrals_by(
+        self, referrer_ids: Iterable[int], statuses: Sequence[str]
+    ) -> list[Referral]:
+        out: list[Referral] = []
+        for chunk in _chunks(sorted(set(referrer_ids))):
+            rows = await self._rows(
+                sa.select(referrals).where(
+                    referrals.c.referrer_id.in_(chunk), referrals.c.status.in_(list(statuses))
+                )
+            )
+            out.extend(_referral(r) for r in rows)
+        return out
+
+    async def silent_referred(self, referrer_ids: Iterable[int], before: int) -> dict[int, int]:
+        """Per referrer: referred members who joined before ``before`` and never posted."""
+        out: dict[int, int] = {}
+        for chunk in _chunks(sorted(set(referrer_ids))):
+            rows = await self._rows(
+                sa.select(referrals.c.referrer_id, sa.func.count())
+                .join(participants, participants.c.id == referrals.c.referred_id)
+                .where(
+                    referrals.c.referrer_id.in_(chunk),
+                    referrals.c.created_at <= before,
+                    participants.c.message_count == 0,
+                )
+                .group_by(referrals.c.referrer_id)
+            )
+            out.update({rid: n for rid, n in rows})
+        return out
+
+    async def linked_identities(
+        self, program_id: int, participant_ids: Iterable[int]
+    ) -> set[tuple[int, int]]:
+        """Pairs (a, b), both directions, that an admin linked as one person."""
+        ids = sorted(set(participant_ids))
+        pairs: set[tuple[int, int]] = set()
+        for chunk in _chunks(ids):
+            rows = await self._rows(
+                sa.select(identity_links.c.participant_a, identity_links.c.participant_b).where(
+                    identity_links.c.program_id == program_id,
+                    sa.or_(
+                        identity_links.c.participant_a.in_(chunk),
+                        identity_links.c.participant_b.in_(chunk),
+                    ),
+                )
+            )
+            for a, b in rows:
+                pairs.update({(a, b), (b, a)})
+        return pairs
+
+    async def link_identities(self, program_id: int, a: int, b: int, by: str, now: int) -> bool:
+        first, second = sorted((a, b))
+        result = await self.conn.execute(
+            self._insert(identity_links)
+            .values(
+                program_id=program_id,
+                participant_a=first,
+                participant_b=second,
+                linked_by=by,
+                created_at=now,
+            )
+            .on_conflict_do_nothing()
+        )
+        return result.rowcount == 1
+
+    async def set_ban(self, participant_id: int, at: int | None, reason: str | None) -> None:
+        await self.conn.execute(
+            participants.update()
+            .where(participants.c.id == participant_id)
+            .values(banned_at=at, banned_reason=reason)
+        )
+
+    async def find_participants(self, program_id: int, text: str) -> list[Participant]:
+        """Members of a program by platform id, or else by display name (any case)."""
+        wanted = text.strip().lstrip("@")
+        rows = await self._rows(
+            sa.select(participants)
+            .where(
+                participants.c.program_id == program_id,
+                sa.or_(
+                    participants.c.user_id == wanted,
+                    sa.func.lower(participants.c.display_name) == wanted.lower(),
+                ),
+            )
+            .limit(5)
+        )
+        return [_participant(r) for r in rows]
+
+    async def hold_grants(self, grant_ids: list[int]) -> None:
+        if grant_ids:
+            await self.conn.execute(
+                grants.update()
+                .where(grants.c.id.in_(grant_ids))
+                .values(status=GrantStatus.HELD.value)
+            )
+
+    async def release_grants(self, grant_ids: list[int]) -> None:
+        if grant_ids:
+            await self.conn.execute(
+                grants.update()
+                .where(grants.c.id.in_(grant_ids), grants.c.status == GrantStatus.HELD.value)
+                .values(status=GrantStatus.AVAILABLE.value)
+            )
 
     # -- program links ----------------------------------------------------------------------
 

@@ -67,6 +67,7 @@ participants = Table(
     Column("origin", String(10), nullable=False, server_default="join"),
     Column("message_count", BigInteger, nullable=False, server_default="0"),
     Column("banned_at", BigInteger),
+    Column("banned_reason", String(300)),
     Column("code_lock_until", BigInteger),
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("program_id", "platform", "user_id", name="uq_participants_identity"),
@@ -237,6 +238,38 @@ leaderboard_counts = Table(
     Column("count", Integer, nullable=False),
     # Top-N reads the head of this index, whatever the size of the program.
     Index("ix_leaderboard_rank", "program_id", "period", "count"),
+)
+
+fraud_flags = Table(
+    "fraud_flags",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", ForeignKey("programs.id"), nullable=False),
+    Column("referral_id", ForeignKey("referrals.id")),  # NULL: a flag on a member, not a referral
+    Column("participant_id", ForeignKey("participants.id"), nullable=False),  # who it is about
+    Column("detector", String(30), nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("reason", Text, nullable=False),  # a catalog Text as JSON: rendered per reader
+    Column("status", String(20), nullable=False),  # open | approved | rejected
+    Column("created_at", BigInteger, nullable=False),
+    Column("reviewer", String(200)),
+    Column("reviewed_at", BigInteger),
+    Column("review_note", String(500)),
+    # A detector flags one referral (or member) once.
+    Column("dedupe_key", String(120), nullable=False, unique=True),
+    Index("ix_fraud_flags_queue", "program_id", "status", "created_at"),
+    Index("ix_fraud_flags_referral", "referral_id"),
+    Index("ix_fraud_flags_participant", "participant_id"),
+)
+
+identity_links = Table(
+    "identity_links",
+    metadata,
+    Column("program_id", ForeignKey("programs.id"), primary_key=True),
+    Column("participant_a", ForeignKey("participants.id"), primary_key=True),
+    Column("participant_b", ForeignKey("participants.id"), primary_key=True),
+    Column("linked_by", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
 )
 
 link_tokens = Table(

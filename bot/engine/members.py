@@ -16,7 +16,8 @@ from bot.engine import communities
 from bot.engine.clock import DAY
 from bot.engine.context import EngineContext
 from bot.engine.events import CommunityRef, JoinSource, MemberJoined, MemberLeft, UserRef
-from bot.engine.models import Community, Membership, Participant, ReferralStatus
+from bot.engine.fraud import detectors, review
+from bot.engine.models import Community, Membership, Participant, Referral, ReferralStatus
 from bot.engine.notify import to_channel, to_user
 from bot.engine.ports import Repository
 from bot.engine.program_settings import ProgramSettings
@@ -121,6 +122,7 @@ async def process_joins(
     memberships = await repo.memberships_of(p.id for p in existing.values())
 
     wanted = {codes_mod.normalize(e.code) for e in events if e.code}
+    wanted |= {codes_mod.normalize(code) for e in events for code in e.candidates}
     wanted.discard(None)
     code_rows = await repo.codes_by_value(wanted)  # type: ignore[arg-type]
     owner_ids = {c.participant_id for c in code_rows.values()}
@@ -132,6 +134,7 @@ async def process_joins(
     rejoins: list[dict] = []
     referral_rows: list[dict] = []
     referral_owner: list[Participant] = []
+    flags: list[detectors.NewFlag] = []
     greetings: list[Greeting] = []
     quiet_joins: list[bool] = []  # parallel to greetings: recorded without greeting
     inserted = frozenset(new_ids)
@@ -185,7 +188,22 @@ async def process_joins(
                     "roles": roles,
                 }
             )
+        if e.source == JoinSource.AMBIGUOUS and s.detects("ambiguous"):
+            names = []
+            for candidate in e.candidates:
+                found = code_rows.get(codes_mod.normalize(candidate) or "")
+                if found is not None and found.participant_id in owners:
+                    names.append(owners[found.participant_id].display_name)
+            flags.append(
+                detectors.ambiguous_flag(
+                    c.program_id, person, names, f"ambiguous:{person.id}:{c.id}:{join_number}"
+                )
+            )
         if not is_new:
+            if e.code and s.detects("rejoin"):
+                flags += _rejoin_flags(
+                    e, c, person, current, code_rows, owners, s, now, join_number
+                )
             results.append(JoinResult(person.id, "rejoin"))
             greetings.append(Greeting(c, person, None, s, False, join_number, returning))
             quiet_joins.append(quiet)
@@ -203,6 +221,11 @@ async def process_joins(
             c.program_id,
             person.id,
         )
+        if why == "referrer-banned" and s.detects("banned"):
+            banned_owner = owners[code_rows[codes_mod.normalize(e.code) or ""].participant_id]
+            flags.append(
+                detectors.banned_flag(c.program_id, banned_owner, person, f"banned:{person.id}")
+            )
         if code is None:
             results.append(JoinResult(person.id, "new", not_credited=why))
             greetings.append(Greeting(c, person, None, s, True, join_number, returning))
@@ -245,8 +268,64 @@ async def process_joins(
         )
         for r in results
     ]
+    created = [
+        _referral_from_row(row, rid) for row, rid in zip(referral_rows, referral_ids, strict=True)
+    ]
+    everyone = {p.id: p for p in people.values()} | owners
+    flags += await detectors.on_new_referrals(repo, created, everyone, settings, now)
+    await review.record(repo, ctx, flags, now)
     await _greet(repo, ctx, [g for g, q in zip(greetings, quiet_joins, strict=True) if not q], now)
     return results
+
+
+def _referral_from_row(row: dict, rid: int) -> Referral:
+    return Referral(
+        id=rid,
+        program_id=row["program_id"],
+        referrer_id=row["referrer_id"],
+        referred_id=row["referred_id"],
+        code_id=row["code_id"],
+        community_id=row["community_id"],
+        source=row["source"],
+        status=ReferralStatus(row["status"]),
+        created_at=row["created_at"],
+        due_at=row["due_at"],
+        expires_at=row["expires_at"],
+        converted_at=None,
+        ended_at=None,
+        reason=None,
+    )
+
+
+def _rejoin_flags(
+    e: MemberJoined,
+    c: Community,
+    person: Participant,
+    current: Membership | None,
+    code_rows: dict,
+    owners: dict[int, Participant],
+    s: ProgramSettings,
+    now: int,
+    join_number: int,
+) -> list[detectors.NewFlag]:
+    """Someone who was here before comes back through another member's code."""
+    found = code_rows.get(codes_mod.normalize(e.code or "") or "")
+    if found is None or found.participant_id == person.id or found.participant_id not in owners:
+        return []
+    away = None
+    if current is not None and current.left_at is not None:
+        away = (now - current.left_at) // DAY
+        if away > s.rejoin_days:
+            return []
+    return [
+        detectors.rejoin_flag(
+            c.program_id,
+            owners[found.participant_id],
+            person,
+            away,
+            f"rejoin:{person.id}:{c.id}:{join_number}",
+        )
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +471,7 @@ async def process_leaves(
 ) -> list[LeaveResult]:
     now = ctx.clock.now()
     results: list[LeaveResult] = []
+    referrers_touched: set[int] = set()
     for e in events:
         c = await communities.existing(repo, ctx, e.community)
         if c is None:
@@ -413,6 +493,7 @@ async def process_leaves(
             results.append(LeaveResult(True))
             continue
         open_refs = await repo.open_referrals_of_referred([person.id])
+        referrers_touched.update(r.referrer_id for r in open_refs)
         await repo.update_referrals(
             [
                 {
@@ -427,6 +508,13 @@ async def process_leaves(
             ]
         )
         results.append(LeaveResult(True, len(open_refs)))
+    if referrers_touched:  # leave-early shows once the referral has become "left"
+        referrers = await repo.participants(referrers_touched)
+        left_settings = await communities.settings_for(
+            repo, ctx, {p.program_id for p in referrers.values()}
+        )
+        flags = await detectors.referrer_patterns(repo, referrers, left_settings, now)
+        await review.record(repo, ctx, flags, now)
     return results
 
 

@@ -102,6 +102,7 @@ class Referral:
     converted_at: int | None
     ended_at: int | None
     reason: str | None
+    risk: int = 0  # 0-100, combined from open fraud flags
 
 
 @dataclass(slots=True)
@@ -158,3 +159,25 @@ class OutboxItem:
     payload: dict
     dedupe_key: str
     attempts: int
+
+
+class FlagStatus(StrEnum):
+    OPEN = "open"
+    APPROVED = "approved"  # reviewed: the referral counts
+    REJECTED = "rejected"  # reviewed: the referral does not count
+
+
+@dataclass(slots=True)
+class FraudFlag:
+    id: int
+    program_id: int
+    referral_id: int | None  # None: a flag on a member (e.g. a referrer's pattern)
+    participant_id: int  # who the flag is about
+    detector: str
+    score: int  # 0-100
+    reason: dict  # a catalog Text as JSON (text.from_json)
+    status: FlagStatus
+    created_at: int
+    reviewer: str | None
+    reviewed_at: int | None
+    review_note: str | None

@@ -1,6 +1,7 @@
 """The storage port: what the engine needs from a database, in the engine's own terms.
 
 storage.repository.Repository implements it over SQLAlchemy Core (SQLite and PostgreSQL).
+Generated from that class's signatures, then kept by hand: change both together.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 from bot.engine.models import (
     AuditEntry,
     Community,
+    FraudFlag,
     Grant,
     LeaderboardRow,
     Membership,
@@ -70,7 +72,9 @@ class Repository(Protocol):
 
     async def participants(self, ids: Iterable[int]) -> dict[int, Participant]: ...
 
-    async def insert_participants(self, rows: list[dict[str, Any]]) -> list[int]: ...
+    async def insert_participants(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert new participants; returns their ids in the order of ``rows``."""
+        ...
 
     async def update_participants(self, rows: list[dict[str, Any]]) -> None:
         """Each row: ``pid`` plus the columns to set (all rows must set the same columns)."""
@@ -118,7 +122,9 @@ class Repository(Protocol):
 
     async def referral(self, referral_id: int) -> Referral | None: ...
 
-    async def insert_referrals(self, rows: list[dict[str, Any]]) -> list[int]: ...
+    async def insert_referrals(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert referrals; returns their ids in the order of ``rows``."""
+        ...
 
     async def due_referrals(self, now: int, limit: int) -> list[Referral]: ...
 
@@ -192,6 +198,64 @@ class Repository(Protocol):
         self, program_id: int, period: str, participant_id: int
     ) -> tuple[int, int] | None: ...
 
+    async def insert_flags(self, rows: list[dict[str, Any]]) -> list[FraudFlag]:
+        """Insert flags; one whose dedupe key exists is skipped. Returns the ones created."""
+        ...
+
+    async def flag(self, flag_id: int) -> FraudFlag | None: ...
+
+    async def flag_queue(
+        self, program_id: int, riskiest: bool, limit: int, offset: int
+    ) -> tuple[list[FraudFlag], int]:
+        """Open flags, newest or riskiest first, and how many are open in all."""
+        ...
+
+    async def flags_about(
+        self, referral_ids: Iterable[int], participant_ids: Iterable[int]
+    ) -> list[FraudFlag]:
+        """Every flag on these referrals or these members, oldest first."""
+        ...
+
+    async def review_flags(
+        self, flag_ids: list[int], status: str, reviewer: str, note: str | None, now: int
+    ) -> int:
+        """Close open flags; returns how many were still open."""
+        ...
+
+    async def overdue_flags(self, program_id: int, before: int, limit: int) -> list[FraudFlag]: ...
+
+    async def set_risk(self, risks: dict[int, int]) -> None: ...
+
+    async def referrals_since(self, referrer_ids: Iterable[int], since: int) -> list[Referral]: ...
+
+    async def referrals_of_referred(self, participant_ids: Iterable[int]) -> list[Referral]: ...
+
+    async def referrals_by(
+        self, referrer_ids: Iterable[int], statuses: Sequence[str]
+    ) -> list[Referral]: ...
+
+    async def silent_referred(self, referrer_ids: Iterable[int], before: int) -> dict[int, int]:
+        """Per referrer: referred members who joined before ``before`` and never posted."""
+        ...
+
+    async def linked_identities(
+        self, program_id: int, participant_ids: Iterable[int]
+    ) -> set[tuple[int, int]]:
+        """Pairs (a, b), both directions, that an admin linked as one person."""
+        ...
+
+    async def link_identities(self, program_id: int, a: int, b: int, by: str, now: int) -> bool: ...
+
+    async def set_ban(self, participant_id: int, at: int | None, reason: str | None) -> None: ...
+
+    async def find_participants(self, program_id: int, text: str) -> list[Participant]:
+        """Members of a program by platform id, or else by display name (any case)."""
+        ...
+
+    async def hold_grants(self, grant_ids: list[int]) -> None: ...
+
+    async def release_grants(self, grant_ids: list[int]) -> None: ...
+
     async def insert_link_token(
         self, token_hash: str, program_id: int, now: int, expires: int
     ) -> None: ...
@@ -216,9 +280,9 @@ class Repository(Protocol):
         """Queue effects; a row whose dedupe key is already queued is skipped (exactly once)."""
         ...
 
-    async def due_outbox(
-        self, now: int, limit: int, platforms: Sequence[str]
-    ) -> list[OutboxItem]: ...
+    async def due_outbox(self, now: int, limit: int, platforms: Sequence[str]) -> list[OutboxItem]:
+        """Items due for the platforms this process serves (others are left to their process)."""
+        ...
 
     async def lease_outbox(self, ids: list[int], until: int) -> None: ...
 
@@ -235,7 +299,7 @@ class Store(Protocol):
     """Where the engine's transactions run: a group-commit writer and read connections."""
 
     async def submit(
-        self, op: Callable[[Repository, list[Any]], Awaitable[list[Any]]], item: Any
+        self, op: Callable[[Repository, list[Any]], Awaitable[Sequence[Any]]], item: Any
     ) -> Any:
         """Queue ``item`` for the batch operation ``op``; resolved once its transaction commits."""
         ...

@@ -42,6 +42,19 @@ class ProgramSettings:
     coupon_low_stock: int = 5
     referee_reward_kind: str | None = None
     referee_reward_value: str = ""
+    # Fraud review (docs/fraud.md)
+    risk_mode: str = "flag"  # off | flag | hold
+    detectors_off: tuple[str, ...] = ()
+    young_account_days: int = 7
+    velocity_count: int = 10  # more than this many referrals for one referrer...
+    velocity_minutes: int = 10  # ...within this many minutes: every one is flagged
+    leave_early_count: int = 3
+    empty_count: int = 5
+    rejoin_days: int = 30
+    review_deadline_days: int | None = None  # None: flags wait for a moderator
+    review_deadline_action: str = "approve"  # approve | reject
+    moderator_community_id: int | None = None
+    moderator_channel: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +65,13 @@ class ProgramSettings:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def with_defaults(self, overrides: dict[str, Any]) -> ProgramSettings:
-        return replace(self, **overrides)
+        values = dict(overrides)
+        if "detectors_off" in values:  # stored as a JSON list
+            values["detectors_off"] = tuple(values["detectors_off"] or ())
+        return replace(self, **values)
+
+    def detects(self, detector: str) -> bool:
+        return self.risk_mode != "off" and detector not in self.detectors_off
 
 
 def _int_in(field: str, raw: str, low: int, high: int) -> int:
@@ -124,7 +143,30 @@ SETTING_KEYS = (
     "dm-newcomers",
     "language",
     "coupon-low-stock",
+    "risk-mode",
+    "detectors-off",
+    "young-account-days",
+    "velocity",
+    "leave-early-count",
+    "empty-count",
+    "review-deadline",
+    "moderator-channel",
 )
+RISK_MODES = ("off", "flag", "hold")
+DETECTORS = (
+    "self-referral",
+    "rejoin",
+    "young-account",
+    "velocity",
+    "leave-early",
+    "empty",
+    "ambiguous",
+    "ring",
+    "code-guessing",
+    "banned",
+)
+_VELOCITY = re.compile(r"^(\d{1,4})\s*/\s*(\d{1,4})\s*m$")
+_DEADLINE = re.compile(r"^(\d{1,3})d\s+(approve|reject)$")
 
 
 def apply_setting(
@@ -175,7 +217,58 @@ def apply_setting(
         return replace(current, dm_newcomers=_choice(key, raw, DM_MODES))
     if key == "language":
         return replace(current, language=_choice(key, raw, LANGUAGES))
-    return replace(current, coupon_low_stock=_int_in(key, raw, 0, 100_000))
+    if key == "coupon-low-stock":
+        return replace(current, coupon_low_stock=_int_in(key, raw, 0, 100_000))
+    return _apply_fraud_setting(current, key, raw, community_id)
+
+
+def _apply_fraud_setting(
+    current: ProgramSettings, key: str, raw: str, community_id: int
+) -> ProgramSettings:
+    value = " ".join(raw.strip().lower().split())
+    if key == "risk-mode":
+        return replace(current, risk_mode=_choice(key, raw, RISK_MODES))
+    if key == "detectors-off":
+        if value == "none":
+            return replace(current, detectors_off=())
+        names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+        unknown = [n for n in names if n not in DETECTORS]
+        if unknown or not names:
+            raise UserError(
+                "setting.not_allowed",
+                field=key,
+                allowed="none, or a comma list of: " + ", ".join(DETECTORS),
+            )
+        return replace(current, detectors_off=names)
+    if key == "young-account-days":
+        return replace(current, young_account_days=_int_in(key, raw, 0, 3650))
+    if key == "velocity":
+        match = _VELOCITY.match(value)
+        if (
+            not match
+            or not 1 <= int(match.group(1)) <= 1000
+            or not 1 <= int(match.group(2)) <= 1440
+        ):
+            raise UserError("setting.bad_velocity", field=key)
+        return replace(
+            current, velocity_count=int(match.group(1)), velocity_minutes=int(match.group(2))
+        )
+    if key == "leave-early-count":
+        return replace(current, leave_early_count=_int_in(key, raw, 1, 1000))
+    if key == "empty-count":
+        return replace(current, empty_count=_int_in(key, raw, 1, 1000))
+    if key == "review-deadline":
+        if value == "off":
+            return replace(current, review_deadline_days=None)
+        match = _DEADLINE.match(value)
+        if not match or not 1 <= int(match.group(1)) <= 365:
+            raise UserError("setting.bad_deadline", field=key)
+        return replace(
+            current, review_deadline_days=int(match.group(1)), review_deadline_action=match.group(2)
+        )
+    return replace(
+        current, moderator_community_id=community_id, moderator_channel=_channel(key, raw)
+    )
 
 
 def describe_digest(settings: ProgramSettings) -> str:

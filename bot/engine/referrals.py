@@ -14,6 +14,7 @@ from bot.engine.clock import DAY
 from bot.engine.context import EngineContext
 from bot.engine.errors import UserError
 from bot.engine.events import JoinSource
+from bot.engine.fraud import detectors, review
 from bot.engine.leaderboard import period_keys
 from bot.engine.models import Community, Participant, Referral, ReferralStatus
 from bot.engine.notify import to_user
@@ -59,30 +60,49 @@ async def claim_code(
     owner_memberships = (await repo.memberships_of([code.participant_id])).get(
         code.participant_id, []
     )
-    if (
-        owner is None
-        or owner.banned_at is not None
-        or all(m.left_at is not None for m in owner_memberships)
-    ):
+    if owner is not None and owner.banned_at is not None:
+        # Not an exception: the flag about the banned member's code must be committed.
+        if s.detects("banned"):
+            flag = detectors.banned_flag(community.program_id, owner, person, f"banned:{person.id}")
+            await review.record(repo, ctx, [flag], now)
+        return ClaimResult(error=t("code.inactive"))
+    if owner is None or all(m.left_at is not None for m in owner_memberships):
         raise UserError("code.inactive")
     joined = person.first_joined_at
-    await repo.insert_referrals(
-        [
-            {
-                "program_id": community.program_id,
-                "referrer_id": owner.id,
-                "referred_id": person.id,
-                "code_id": code.id,
-                "community_id": community.id,
-                "source": JoinSource.TYPED_CODE.value,
-                "status": ReferralStatus.PENDING.value,
-                "risk": 0,
-                "created_at": now,
-                "due_at": max(now, joined + s.min_days * DAY),
-                "expires_at": max(now, joined + s.conversion_window_days * DAY),
-            }
-        ]
+    row = {
+        "program_id": community.program_id,
+        "referrer_id": owner.id,
+        "referred_id": person.id,
+        "code_id": code.id,
+        "community_id": community.id,
+        "source": JoinSource.TYPED_CODE.value,
+        "status": ReferralStatus.PENDING.value,
+        "risk": 0,
+        "created_at": now,
+        "due_at": max(now, joined + s.min_days * DAY),
+        "expires_at": max(now, joined + s.conversion_window_days * DAY),
+    }
+    [referral_id] = await repo.insert_referrals([row])
+    created = Referral(
+        referral_id,
+        row["program_id"],
+        owner.id,
+        person.id,
+        code.id,
+        community.id,
+        row["source"],
+        ReferralStatus.PENDING,
+        now,
+        row["due_at"],
+        row["expires_at"],
+        None,
+        None,
+        None,
     )
+    flags = await detectors.on_new_referrals(
+        repo, [created], {owner.id: owner, person.id: person}, {community.program_id: s}, now
+    )
+    await review.record(repo, ctx, flags, now)
     await repo.add_outbox(
         [
             to_user(
@@ -118,6 +138,12 @@ async def _failed_attempt(
     if recent > ctx.code_attempt_limit:
         until = now + ctx.code_lock_seconds
         await repo.update_participants([{"pid": person.id, "code_lock_until": until}])
+        s = await communities.settings_of(repo, ctx, person.program_id)
+        if s.detects("code-guessing"):
+            flag = detectors.guessing_flag(
+                person.program_id, person, recent, ctx.code_attempt_window // 60
+            )
+            await review.record(repo, ctx, [flag], now)
         return ClaimResult(
             error=t("code.locked_now", minutes=ctx.code_lock_seconds // 60, until=Date(until))
         )
@@ -187,6 +213,10 @@ async def sweep(repo: Repository, ctx: EngineContext) -> SweepResult:
         updates.append(row)
     await repo.update_referrals(updates)
     created = await _after_conversions(repo, ctx, converted, referred, settings, now)
+    # Referrer patterns (leave-early, empty) show over time: look again at this batch's referrers.
+    referrers = await repo.participants({r.referrer_id for r in due})
+    flags = await detectors.referrer_patterns(repo, referrers, settings, now)
+    await review.record(repo, ctx, flags, now)
     return SweepResult(len(due), len(converted), expired, left, created)
 
 
@@ -257,6 +287,7 @@ async def take_back(
     if referral.status in (ReferralStatus.REJECTED,):
         raise UserError("referral.already_rejected", id=referral.id)
     was_converted = referral.status == ReferralStatus.CONVERTED
+    held_after_conversion = referral.status == ReferralStatus.HELD and referral.converted_at
     await repo.update_referrals(
         [
             {
@@ -269,6 +300,14 @@ async def take_back(
             }
         ]
     )
+    if held_after_conversion:
+        # Holding already took it off the leaderboard and held its rewards: revoke those.
+        s = await communities.settings_of(repo, ctx, referral.program_id)
+        community = await repo.community_by_id(referral.community_id)
+        assert community is not None
+        return await rewards.revoke_above_count(
+            repo, ctx, referral.referrer_id, community, s, reason, now
+        )
     if not was_converted or referral.converted_at is None:
         return 0
     await repo.bump_leaderboard(

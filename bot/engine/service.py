@@ -16,14 +16,17 @@ from bot.engine.admin import Actor
 from bot.engine.context import EngineContext
 from bot.engine.errors import UserError
 from bot.engine.events import CommunityRef, MemberJoined, MemberLeft, MessagePosted, UserRef
+from bot.engine.fraud import review
 from bot.engine.members import Activity, JoinResult, LeaveResult
 from bot.engine.models import (
     AuditEntry,
     Community,
+    FraudFlag,
     Grant,
     GrantStatus,
     LeaderboardRow,
     Participant,
+    Referral,
     RewardKind,
     Tier,
 )
@@ -72,6 +75,16 @@ class ProgramOverview:
     tiers: list[Tier]
     communities: list[Community]
     stock: dict[str, tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class FlagDetail:
+    flag: FraudFlag
+    referral: Referral | None
+    people: dict[int, Participant]
+    referrer_id: int
+    referrer_counts: dict[str, int]
+    flags: list[FraudFlag]
 
 
 @dataclass(slots=True)
@@ -407,6 +420,94 @@ class ReferralEngine:
     async def audit(self, ref: CommunityRef, limit: int) -> list[AuditEntry]:
         community = await self.community(ref)
         return await self.store.read(lambda repo: admin.audit(repo, community, limit))
+
+    # -- fraud review (moderators) -----------------------------------------------------------
+
+    async def fraud_queue(
+        self, ref: CommunityRef, riskiest: bool, page: int, per_page: int = 10
+    ) -> tuple[list[FraudFlag], int]:
+        community = await self.community(ref)
+        return await self.store.read(
+            lambda repo: repo.flag_queue(
+                community.program_id, riskiest, per_page, (page - 1) * per_page
+            )
+        )
+
+    async def fraud_show(self, ref: CommunityRef, flag_id: int) -> FlagDetail:
+        community = await self.community(ref)
+
+        async def op(repo: Repository) -> FlagDetail:
+            flag = await repo.flag(flag_id)
+            if flag is None or flag.program_id != community.program_id:
+                raise UserError("fraud.unknown_flag", id=flag_id)
+            referral = await repo.referral(flag.referral_id) if flag.referral_id else None
+            referrer_id = referral.referrer_id if referral else flag.participant_id
+            people = await repo.participants(
+                {referrer_id, flag.participant_id} | ({referral.referred_id} if referral else set())
+            )
+            flags = await repo.flags_about(
+                {flag.referral_id} if flag.referral_id else set(), {flag.participant_id}
+            )
+            return FlagDetail(
+                flag, referral, people, referrer_id, await repo.referral_counts(referrer_id), flags
+            )
+
+        return await self.store.read(op)
+
+    async def fraud_review(
+        self,
+        ref: CommunityRef,
+        actor: Actor,
+        flag_ids: list[int] | None,
+        member: str | None,
+        approve: bool,
+        note: str | None,
+    ) -> review.ReviewResult:
+        """Approve or reject flags by id, or every open flag about one member's referrals."""
+
+        async def fn(repo: Repository, c: Community) -> review.ReviewResult:
+            ids = flag_ids or []
+            if member is not None:
+                person = await review.member_in(repo, c, member)
+                ids = await review.flags_of_member(repo, c, person)
+                if not ids:
+                    raise UserError("fraud.none_open", member=person.display_name)
+            now = self.ctx.clock.now()
+            if approve:
+                return await review.approve(repo, self.ctx, c, ids, str(actor), note, now)
+            return await review.reject(
+                repo, self.ctx, c, ids, str(actor), note or "did not pass review", now
+            )
+
+        return await self._admin(ref, fn)  # type: ignore[return-value]
+
+    async def fraud_ban(
+        self, ref: CommunityRef, actor: Actor, member: str, reason: str, ban: bool = True
+    ) -> tuple[Participant, int]:
+        async def fn(repo: Repository, c: Community) -> tuple[Participant, int]:
+            person = await review.member_in(repo, c, member)
+            now = self.ctx.clock.now()
+            if not ban:
+                await review.unban(repo, c, person, str(actor), now)
+                return person, 0
+            return person, await review.ban(repo, self.ctx, c, person, str(actor), reason, now)
+
+        return await self._admin(ref, fn)  # type: ignore[return-value]
+
+    async def fraud_link(
+        self, ref: CommunityRef, actor: Actor, a: str, b: str
+    ) -> tuple[Participant, Participant]:
+        async def fn(repo: Repository, c: Community) -> tuple[Participant, Participant]:
+            first, second = await review.member_in(repo, c, a), await review.member_in(repo, c, b)
+            await review.link_accounts(
+                repo, self.ctx, c, first, second, str(actor), self.ctx.clock.now()
+            )
+            return first, second
+
+        return await self._admin(ref, fn)  # type: ignore[return-value]
+
+    async def run_review_deadlines(self) -> int:
+        return await self.store.write(lambda repo: review.enforce_deadlines(repo, self.ctx))
 
     # -- scheduled work ---------------------------------------------------------------------
 
