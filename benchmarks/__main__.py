@@ -13,7 +13,7 @@ import time
 
 from benchmarks.common import Report, machine, machine_line
 
-BENCHMARKS = ("join_burst", "status_latency", "sweep", "peak_rss")
+BENCHMARKS = ("join_burst", "status_latency", "sweep", "peak_rss", "fraud_recall")
 
 
 def table(reports: list[Report]) -> str:

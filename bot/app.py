@@ -42,6 +42,8 @@ _PROGRAM_LIMITS = {
     "velocity_minutes": (1, 1440),
     "leave_early_count": (1, 1000),
     "empty_count": (1, 1000),
+    "leave_early_share": (1, 100),
+    "empty_share": (1, 100),
     "rejoin_days": (1, 365),
     "review_deadline_days": (1, 365),
 }

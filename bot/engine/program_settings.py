@@ -48,8 +48,10 @@ class ProgramSettings:
     young_account_days: int = 7
     velocity_count: int = 10  # more than this many referrals for one referrer...
     velocity_minutes: int = 10  # ...within this many minutes: every one is flagged
-    leave_early_count: int = 3
-    empty_count: int = 5
+    leave_early_count: int = 3  # at least this many of a referrer's referrals left early...
+    leave_early_share: int = 50  # ...and at least this percentage of all of them
+    empty_count: int = 5  # at least this many referred members never posted...
+    empty_share: int = 50  # ...and at least this percentage of those who joined over a day ago
     rejoin_days: int = 30
     review_deadline_days: int | None = None  # None: flags wait for a moderator
     review_deadline_action: str = "approve"  # approve | reject
@@ -148,7 +150,9 @@ SETTING_KEYS = (
     "young-account-days",
     "velocity",
     "leave-early-count",
+    "leave-early-share",
     "empty-count",
+    "empty-share",
     "review-deadline",
     "moderator-channel",
 )
@@ -257,6 +261,10 @@ def _apply_fraud_setting(
         return replace(current, leave_early_count=_int_in(key, raw, 1, 1000))
     if key == "empty-count":
         return replace(current, empty_count=_int_in(key, raw, 1, 1000))
+    if key == "leave-early-share":
+        return replace(current, leave_early_share=_int_in(key, raw.rstrip("% "), 1, 100))
+    if key == "empty-share":
+        return replace(current, empty_share=_int_in(key, raw.rstrip("% "), 1, 100))
     if key == "review-deadline":
         if value == "off":
             return replace(current, review_deadline_days=None)

@@ -97,7 +97,7 @@ async def test_leave_early_and_empty_referrers(harness: Harness):
         await harness.console.leave(name)
     posts = await posted(harness)
     assert any(
-        "leave-early" in p and "2 of alice's referrals left before counting" in p for p in posts
+        "leave-early" in p and "2 of alice's 2 referrals left before counting" in p for p in posts
     )
     await harness.console.join("bob")
     for name in ("b1", "b2", "b3"):
@@ -106,7 +106,7 @@ async def test_leave_early_and_empty_referrers(harness: Harness):
     harness.clock.advance(4 * DAY)
     await harness.app.run_jobs()
     posts = await posted(harness)
-    assert any("empty" in p and "3 members bob referred never posted" in p for p in posts)
+    assert any("empty" in p and "3 of the 3 members bob referred never posted" in p for p in posts)
 
 
 async def test_ambiguous_joins_and_code_guessing_are_flagged(harness: Harness):

@@ -274,39 +274,38 @@ async def referrer_patterns(
     if not watch:
         return flags
     left: dict[int, int] = defaultdict(int)
-    for r in await repo.referrals_by(watch, ("left",)):
-        left[r.referrer_id] += 1
+    total: dict[int, int] = defaultdict(int)
+    settled: dict[int, int] = defaultdict(int)  # joined over a day ago: silence means something
+    every = ("pending", "converted", "left", "expired", "held", "rejected")
+    for r in await repo.referrals_by(watch, every):
+        total[r.referrer_id] += 1
+        left[r.referrer_id] += r.status == "left"
+        settled[r.referrer_id] += r.created_at <= now - DAY
     silent = await repo.silent_referred(watch, now - DAY)
     for pid, person in watch.items():
         s = settings[person.program_id]
-        if s.detects("leave-early") and left[pid] >= s.leave_early_count:
-            flags.append(
-                NewFlag(
-                    person.program_id,
-                    None,
-                    pid,
-                    "leave-early",
-                    t(
-                        "fraud.reason.leave_early",
-                        referrer=person.display_name,
-                        count=left[pid],
-                    ),
-                    f"leave-early:{pid}",
-                )
+        if (
+            s.detects("leave-early")
+            and left[pid] >= s.leave_early_count
+            and left[pid] * 100 >= s.leave_early_share * total[pid]
+        ):
+            reason = t(
+                "fraud.reason.leave_early",
+                referrer=person.display_name,
+                count=left[pid],
+                total=total[pid],
             )
-        if s.detects("empty") and silent.get(pid, 0) >= s.empty_count:
             flags.append(
-                NewFlag(
-                    person.program_id,
-                    None,
-                    pid,
-                    "empty",
-                    t(
-                        "fraud.reason.empty",
-                        referrer=person.display_name,
-                        count=silent[pid],
-                    ),
-                    f"empty:{pid}",
-                )
+                NewFlag(person.program_id, None, pid, "leave-early", reason, f"leave-early:{pid}")
             )
+        quiet = silent.get(pid, 0)
+        if (
+            s.detects("empty")
+            and quiet >= s.empty_count
+            and quiet * 100 >= s.empty_share * settled[pid]
+        ):
+            reason = t(
+                "fraud.reason.empty", referrer=person.display_name, count=quiet, total=settled[pid]
+            )
+            flags.append(NewFlag(person.program_id, None, pid, "empty", reason, f"empty:{pid}"))
     return flags
