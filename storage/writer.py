@@ -101,8 +101,8 @@ class Writer:
             else:
                 runs.append([job])
         try:
-            results, hooks = await self._transaction(runs)
-        except Exception as exc:
+            outcomes, hooks = await self._transaction(runs)
+        except Exception as exc:  # the commit itself failed (or the connection did)
             if len(group) == 1:
                 if not group[0].future.done():
                     group[0].future.set_exception(exc)
@@ -123,17 +123,41 @@ class Writer:
                 log.exception("event=writer.after_commit_failed")
         for listener in self.on_commit:
             listener()
-        for job, result in zip(group, results, strict=True):
-            if not job.future.done():
-                job.future.set_result(result)
+        for job, (ok, value) in zip(group, outcomes, strict=True):
+            if job.future.done():
+                continue
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
 
-    async def _transaction(self, runs: list[list[_Job]]) -> tuple[list[Any], list[Callable]]:
-        results: list[Any] = []
+    async def _transaction(
+        self, runs: list[list[_Job]]
+    ) -> tuple[list[tuple[bool, Any]], list[Callable]]:
+        """One transaction; each run in a savepoint, so a failing item is undone alone."""
+        outcomes: list[tuple[bool, Any]] = []
         async with self._engine.begin() as conn:
             repo = self._make_repo(conn)
             for run in runs:
+                outcomes.extend(await self._run(conn, repo, run))
+        return outcomes, repo.hooks
+
+    async def _run(
+        self, conn: AsyncConnection, repo: Repository, run: list[_Job]
+    ) -> list[tuple[bool, Any]]:
+        hooks_before = len(repo.hooks)
+        try:
+            async with conn.begin_nested():
                 out = await run[0].op(repo, [job.item for job in run])
                 if len(out) != len(run):
                     raise RuntimeError(f"{run[0].op!r} returned {len(out)} results for {len(run)}")
-                results.extend(out)
-        return results, repo.hooks
+            return [(True, value) for value in out]
+        except Exception as exc:
+            del repo.hooks[hooks_before:]  # what the failed part meant to do after commit
+            if len(run) == 1:
+                return [(False, exc)]
+        # A batch failed: run its items one by one, each in its own savepoint.
+        outcomes: list[tuple[bool, Any]] = []
+        for job in run:
+            outcomes.extend(await self._run(conn, repo, [job]))
+        return outcomes

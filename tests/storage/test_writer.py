@@ -32,6 +32,7 @@ async def test_concurrent_callers_share_transactions(db):
 
 
 async def test_a_failing_item_is_isolated_and_writes_nothing(db):
+    before = db.writer.transactions
     names = ["a", "b", "boom", "c"]
     results = await asyncio.gather(
         *(db.write(lambda r, n=n: insert_program(r, n)) for n in names), return_exceptions=True
@@ -40,6 +41,7 @@ async def test_a_failing_item_is_isolated_and_writes_nothing(db):
     assert all(isinstance(r, int) for i, r in enumerate(results) if i != 2)
     stored = await db.read(lambda r: r.conn.execute(sa.select(programs.c.name)))
     assert sorted(row[0] for row in stored) == ["a", "b", "c"]
+    assert db.writer.transactions - before == 1  # undone in a savepoint, not replayed
 
 
 async def test_writes_after_close_are_refused(db_url):
