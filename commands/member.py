@@ -38,7 +38,7 @@ def conversion_rule(s: ProgramSettings) -> Text:
 @REGISTRY.command("help")
 async def help_(ctx: CommandContext) -> Reply:
     lines = [
-        t("help.line", usage="/" + c.usage(), description=t(c.description_key))
+        t("help.line", usage=ctx.usage(c), description=t(c.description_key))
         for c in REGISTRY.all()
         if allowed(c, ctx)
     ]

@@ -76,9 +76,14 @@ class CommandContext:
     is_moderator: bool = False
     make_link: LinkMaker | None = None
     capabilities: Capabilities = field(default_factory=Capabilities)
+    # How the platform writes a command for people to type (Discord groups admin commands).
+    usage_of: Callable[[Command], str] | None = None
     # The platform's own health check for this community (permissions, intents...).
     diagnose: Callable[[], Awaitable[list[Text]]] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+    def usage(self, command: Command) -> str:
+        return self.usage_of(command) if self.usage_of else "/" + command.usage()
 
     @property
     def actor(self) -> Actor:

@@ -64,6 +64,7 @@ class DiscordSettings:
     invite_channel: str = ""  # where personal invites are created (empty: the system channel)
     shard_count: int = 0  # 0: one process decides (AutoShardedClient when in many guilds)
     shard_ids: tuple[str, ...] = ()  # the shards this process runs, e.g. ["0", "1"]
+    burst_window_ms: int = 1500  # joins within this window share one invite fetch
 
 
 @dataclass(frozen=True)

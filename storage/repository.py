@@ -561,6 +561,18 @@ class Repository:
             )
         ).scalar_one_or_none()
 
+    async def links_of_community(self, community_id: int) -> dict[str, str]:
+        """Shareable links made in a community whose code is still active: url -> code."""
+        rows = await self._rows(
+            sa.select(referral_links.c.url, referral_codes.c.code)
+            .join(referral_codes, referral_codes.c.id == referral_links.c.code_id)
+            .where(
+                referral_links.c.community_id == community_id,
+                referral_codes.c.revoked_at.is_(None),
+            )
+        )
+        return {url: code for url, code in rows}
+
     async def save_link(self, code_id: int, community_id: int, url: str, now: int) -> str:
         await self.conn.execute(
             self._insert(referral_links)

@@ -114,6 +114,10 @@ class Repository(Protocol):
 
     async def link_for(self, code_id: int, community_id: int) -> str | None: ...
 
+    async def links_of_community(self, community_id: int) -> dict[str, str]:
+        """Shareable links made in a community whose code is still active: url -> code."""
+        ...
+
     async def save_link(self, code_id: int, community_id: int, url: str, now: int) -> str: ...
 
     async def referral_of_referred(

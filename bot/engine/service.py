@@ -240,6 +240,14 @@ class ReferralEngine:
 
         return await self.store.read(details)
 
+    async def links(self, ref: CommunityRef) -> dict[str, str]:
+        """The personal links made in a community that still credit: url -> code.
+
+        Adapters rebuild their link -> code maps from it after a restart.
+        """
+        community = await self.community(ref)
+        return await self.store.read(lambda repo: repo.links_of_community(community.id))
+
     async def claim_code(self, ref: CommunityRef, user: UserRef, entered: str) -> ClaimResult:
         async def op(repo: Repository) -> ClaimResult:
             community, person = await members.touch(repo, self.ctx, ref, user)

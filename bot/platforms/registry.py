@@ -15,7 +15,8 @@ def build_platforms(settings: Settings) -> list[Platform]:
         from bot.platforms.discord import DiscordPlatform
 
         d = settings.discord
-        platforms.append(DiscordPlatform(d, read_token("discord", d.token_env, d.token_file)))
+        token = read_token("discord", d.token_env, d.token_file)
+        platforms.append(DiscordPlatform(d, token, burst_window=d.burst_window_ms / 1000))
     if settings.telegram.enabled:
         from bot.platforms.telegram import TelegramPlatform
 

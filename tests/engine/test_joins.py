@@ -100,3 +100,12 @@ async def test_a_platform_reported_rejoin_is_never_a_referral(harness: Harness):
     )
     assert result.referral_id is None
     assert "[bot -> #lounge] Welcome back to lounge, @bob!" in await harness.settle()
+
+
+async def test_links_that_still_credit_survive_for_adapters(harness: Harness):
+    await harness.console.join("alice")
+    old = await make_code(harness, "alice")
+    assert await harness.engine.links(LOUNGE) == {f"console://join/{old}": old}
+    await harness.say("alice", "/invite new")
+    new = await make_code(harness, "alice")
+    assert await harness.engine.links(LOUNGE) == {f"console://join/{new}": new}

@@ -1,0 +1,173 @@
+"""Outbox items -> Discord: channel messages, DMs, role grants and revocations.
+
+A failure raises DeliveryError: retryable when waiting can help (Discord 5xx, not connected
+yet), not retryable when only an admin can fix it (missing channel or role, permissions, role
+hierarchy, a member who blocks DMs). Problems an admin must fix are also logged and listed by
+/check, so no failure is silent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import discord
+
+from bot.engine.models import OutboxItem
+from bot.engine.text import Text, from_json, t
+from bot.platforms.base import DeliveryError
+from bot.platforms.discord.buttons import view_for
+from bot.platforms.discord.render import Rendered, render
+from config.i18n import Catalog
+
+log = logging.getLogger(__name__)
+
+Problem = Callable[[int, Text], None]  # (guild id, what an admin must fix)
+
+
+def find_channel(guild: discord.Guild, name: str | None) -> discord.TextChannel | None:
+    """A text channel by name (``#`` and case ignored), or the default one for None."""
+    if name:
+        wanted = name.lstrip("#").strip().lower()
+        by_id = guild.get_channel(int(wanted)) if wanted.isdigit() else None
+        if isinstance(by_id, discord.TextChannel):
+            return by_id
+        return next((c for c in guild.text_channels if c.name.lower() == wanted), None)
+    if guild.system_channel is not None:
+        return guild.system_channel
+    me = guild.me
+    return next((c for c in guild.text_channels if c.permissions_for(me).send_messages), None)
+
+
+def find_role(guild: discord.Guild, name: str) -> discord.Role | None:
+    exact = discord.utils.get(guild.roles, name=name)
+    if exact is not None:
+        return exact
+    wanted = name.strip().lower()
+    return next((r for r in guild.roles if r.name.lower() == wanted), None)
+
+
+def role_problem(guild: discord.Guild, role: discord.Role) -> Text | None:
+    """Why the bot cannot give or take this role, or None."""
+    me = guild.me
+    if not me.guild_permissions.manage_roles:
+        return t("check.discord.manage_roles", role=role.name)
+    if role.managed or role.is_default():
+        return t("check.discord.role_managed", role=role.name)
+    if role >= me.top_role:
+        return t("check.discord.role_above", role=role.name, bot_role=me.top_role.name)
+    return None
+
+
+class Deliverer:
+    def __init__(
+        self, client: discord.Client, catalog: Callable[[], Catalog], problem: Problem
+    ) -> None:
+        self.client = client
+        self.catalog = catalog
+        self.problem = problem
+        self.delivered: set[str] = set()  # dedupe keys sent by this process
+
+    def _render(self, payload: dict[str, Any]) -> tuple[Rendered, discord.ui.View | None]:
+        locale = payload.get("locale") or "en"
+        rendered = render(self.catalog(), from_json(payload["text"]), locale)
+        buttons = [
+            (render(self.catalog(), from_json(b["label"]), locale).text, str(b["command"]))
+            for b in payload.get("buttons") or []
+        ]
+        return rendered, view_for(buttons)
+
+    def _guild(self, payload: dict[str, Any]) -> discord.Guild:
+        if not self.client.is_ready():
+            raise DeliveryError("discord is not connected yet", retry_after=5)
+        guild_id = int(payload["community"])
+        guild = self.client.get_guild(guild_id)
+        if guild is None:
+            if not self._our_shard(guild_id):  # another process runs that guild's shard
+                raise DeliveryError(f"guild {guild_id} is on another shard", retry_after=1)
+            raise DeliveryError(f"the bot is not in guild {guild_id}", retryable=False)
+        return guild
+
+    def _our_shard(self, guild_id: int) -> bool:
+        ids = getattr(self.client, "shard_ids", None)
+        count = getattr(self.client, "shard_count", None) or 1
+        return ids is None or (guild_id >> 22) % count in ids
+
+    async def deliver(self, item: OutboxItem) -> None:
+        if item.dedupe_key in self.delivered:
+            return
+        p = item.payload
+        try:
+            if item.kind == "message":
+                await self._message(p)
+            elif item.kind == "dm":
+                await self._dm(p)
+            elif item.kind in ("grant_role", "revoke_role"):
+                await self._role(p, grant=item.kind == "grant_role")
+            else:
+                raise DeliveryError(f"discord cannot deliver {item.kind!r}", retryable=False)
+        except discord.HTTPException as exc:
+            if exc.status >= 500:
+                raise DeliveryError(f"discord {exc.status}: {exc.text}") from exc
+            raise DeliveryError(f"discord {exc.status}: {exc.text}", retryable=False) from exc
+        self.delivered.add(item.dedupe_key)
+
+    async def _message(self, p: dict[str, Any]) -> None:
+        guild = self._guild(p)
+        channel = find_channel(guild, p.get("channel"))
+        name = p.get("channel") or "-"
+        if channel is None:
+            self.problem(guild.id, t("check.discord.channel_missing", channel=name))
+            raise DeliveryError(f"no channel {name!r} in guild {guild.id}", retryable=False)
+        perms = channel.permissions_for(guild.me)
+        if not (perms.view_channel and perms.send_messages):
+            self.problem(guild.id, t("check.discord.channel_unwritable", channel=channel.name))
+            raise DeliveryError(f"cannot send in #{channel.name}", retryable=False)
+        rendered, view = self._render(p)
+        chunks = rendered.chunks()
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            kwargs: dict[str, Any] = {"allowed_mentions": rendered.allowed_mentions}
+            if last and view is not None:
+                kwargs["view"] = view
+            await channel.send(chunk, **kwargs)
+
+    async def _dm(self, p: dict[str, Any]) -> None:
+        if not self.client.is_ready():
+            raise DeliveryError("discord is not connected yet", retry_after=5)
+        user_id = int(p["user"])
+        user = self.client.get_user(user_id)
+        try:
+            if user is None:
+                user = await self.client.fetch_user(user_id)
+            rendered, _view = self._render(p)
+            for chunk in rendered.chunks():
+                await user.send(chunk, allowed_mentions=rendered.allowed_mentions)
+        except discord.Forbidden as exc:  # DMs closed, or no shared guild
+            raise DeliveryError(f"user {user_id} does not accept DMs", retryable=False) from exc
+        except discord.NotFound as exc:
+            raise DeliveryError(f"unknown user {user_id}", retryable=False) from exc
+
+    async def _role(self, p: dict[str, Any], *, grant: bool) -> None:
+        guild = self._guild(p)
+        role = find_role(guild, str(p["role"]))
+        if role is None:
+            self.problem(guild.id, t("check.discord.role_missing", role=p["role"]))
+            log.warning("event=discord.role_missing guild=%s role=%s", guild.id, p["role"])
+            raise DeliveryError(f"no role {p['role']!r} in guild {guild.id}", retryable=False)
+        problem = role_problem(guild, role)
+        if problem is not None:
+            self.problem(guild.id, problem)
+            log.warning("event=discord.role_blocked guild=%s role=%s", guild.id, role.name)
+            raise DeliveryError(f"cannot manage role {role.name!r}", retryable=False)
+        member = guild.get_member(int(p["user"]))
+        if member is None:
+            try:
+                member = await guild.fetch_member(int(p["user"]))
+            except discord.NotFound as exc:
+                raise DeliveryError("the member left the guild", retryable=False) from exc
+        if grant and role not in member.roles:
+            await member.add_roles(role, reason="referral reward")
+        elif not grant and role in member.roles:
+            await member.remove_roles(role, reason="referral reward revoked")

@@ -1,0 +1,152 @@
+"""Slash commands, autocomplete and button presses -> the neutral command dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.engine.models import GrantStatus
+from bot.engine.text import t
+from bot.platforms.discord.buttons import view_for
+from bot.platforms.discord.render import render
+from bot.platforms.discord.slash import read_invocation
+from commands import dispatch
+from commands.registry import CommandContext, Reply
+
+if TYPE_CHECKING:
+    from bot.platforms.discord.platform import DiscordPlatform
+
+log = logging.getLogger(__name__)
+
+ANSWER_WITHIN = 2.5  # Discord wants a first response within 3 s; slower commands defer
+
+
+def member_roles(member: discord.Member) -> tuple[str, ...]:
+    return tuple(sorted(r.name for r in member.roles if not r.is_default()))
+
+
+def permissions_of(member: discord.Member) -> tuple[bool, bool]:
+    """(is_admin, is_moderator) from the member's real guild permissions."""
+    p = member.guild_permissions
+    admin = p.administrator or p.manage_guild
+    moderator = p.manage_messages or p.moderate_members or p.kick_members or p.ban_members
+    return admin, moderator
+
+
+def locale_of(interaction: discord.Interaction) -> str:
+    return str(interaction.locale.value).split("-")[0].lower() or "en"
+
+
+class Interactions:
+    def __init__(self, platform: DiscordPlatform) -> None:
+        self.platform = platform
+
+    def context(self, interaction: discord.Interaction) -> CommandContext | None:
+        p = self.platform
+        guild, member = interaction.guild, interaction.user
+        if p.app is None or guild is None or not isinstance(member, discord.Member):
+            return None
+        is_admin, is_moderator = permissions_of(member)
+        ref = p.ref(guild)
+        user = p.user_ref(member, locale_of(interaction))
+        return CommandContext(
+            engine=p.app.engine,
+            community=ref,
+            user=user,
+            roles=member_roles(member),
+            is_admin=is_admin,
+            is_moderator=is_moderator,
+            make_link=p.create_referral_link,
+            capabilities=p.capabilities,
+            diagnose=lambda: p.diagnose(guild),
+        )
+
+    async def command(self, interaction: discord.Interaction) -> None:
+        ctx = self.context(interaction)
+        if ctx is None:
+            await interaction.response.send_message(
+                self._text(t("discord.guild_only")), ephemeral=True
+            )
+            return
+        inv = read_invocation(dict(interaction.data or {}))
+        await self._answer(interaction, lambda: dispatch(ctx, inv.command, named=inv.named))
+
+    async def press(self, interaction: discord.Interaction, line: str) -> None:
+        ctx = self.context(interaction)
+        if ctx is None:
+            return
+        try:
+            name, *tokens = shlex.split(line)
+        except ValueError:
+            name, tokens = "", []
+        await self._answer(interaction, lambda: dispatch(ctx, name or "help", tokens))
+
+    async def _answer(
+        self, interaction: discord.Interaction, run: Callable[[], Awaitable[list[Reply]]]
+    ) -> None:
+        task = asyncio.ensure_future(run())
+        done, _ = await asyncio.wait({task}, timeout=ANSWER_WITHIN)
+        deferred = not done
+        if deferred:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            replies = await task
+        except Exception:
+            log.exception("event=discord.command_failed")
+            replies = [Reply(t("discord.command_failed"), private=True)]
+        locale = locale_of(interaction)
+        first = not deferred
+        for reply in replies:
+            rendered = render(self.platform.catalog, reply.text, locale)
+            buttons = [
+                (render(self.platform.catalog, label, locale).text, line)
+                for label, line in reply.buttons
+            ]
+            chunks = rendered.chunks()
+            for i, chunk in enumerate(chunks):
+                kwargs: dict[str, Any] = {"allowed_mentions": rendered.allowed_mentions}
+                view = view_for(buttons) if i == len(chunks) - 1 else None
+                if view is not None:
+                    kwargs["view"] = view
+                if first:
+                    await interaction.response.send_message(
+                        chunk, ephemeral=reply.private, **kwargs
+                    )
+                    first = False
+                elif deferred and not reply.private and interaction.channel is not None:
+                    await interaction.channel.send(chunk, **kwargs)  # type: ignore[union-attr]
+                else:
+                    await interaction.followup.send(chunk, ephemeral=reply.private, **kwargs)
+
+    async def autocomplete(self, interaction: discord.Interaction) -> None:
+        ctx = self.context(interaction)
+        inv = read_invocation(dict(interaction.data or {}))
+        choices: list[str] = []
+        if ctx is not None and inv.focused is not None:
+            try:
+                choices = await self._choices(ctx, inv.command, inv.typed)
+            except Exception:
+                log.exception("event=discord.autocomplete_failed command=%s", inv.command)
+        await interaction.response.autocomplete(
+            [discord.app_commands.Choice(name=c[:100], value=c[:100]) for c in choices[:25]]
+        )
+
+    async def _choices(self, ctx: CommandContext, command: str, typed: str) -> list[str]:
+        engine, typed = ctx.engine, typed.strip().lower()
+        if command == "redeem":
+            info = await engine.status(ctx.community, ctx.user)
+            names = [g.label for g in info.available if g.status == GrantStatus.AVAILABLE]
+        elif command in ("tier-edit", "tier-remove") and ctx.is_admin:
+            _settings, tiers = await engine.rules(ctx.community)
+            names = [x.name for x in tiers]
+        else:
+            return []
+        return [n for n in dict.fromkeys(names) if typed in n.lower()]
+
+    def _text(self, text: Any) -> str:
+        return render(self.platform.catalog, text).text

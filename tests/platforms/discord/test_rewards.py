@@ -1,0 +1,120 @@
+"""Role rewards, announcements, leaves and safe mentions, under SimCord (real discord.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.engine.models import OutboxItem
+from bot.engine.text import t, to_json
+from bot.platforms.base import DeliveryError
+from tests.platforms.discord.conftest import World, joins_of
+from tests.platforms.discord.test_attribution import personal_invite
+
+
+async def configure(world: World, **settings: str) -> None:
+    for key, value in settings.items():
+        r = await world.admin.slash(
+            world.general, "referral-admin set", setting=key.replace("_", "-"), value=value
+        )
+        assert "saved" in r.response.content.lower() or r.response.content
+
+
+async def test_a_tier_reached_grants_the_role_and_is_announced_once(world: World) -> None:
+    champion = world.role("Champion", position=5)
+    await configure(world, min_days="0", min_messages="0", announce_channel="#announcements")
+    await world.admin.slash(
+        world.general,
+        "referral-admin tier-add",
+        name="Gold",
+        threshold=1,
+        kind="role",
+        value="Champion",
+    )
+    alice = await world.member("alice")
+    invite, _ = await personal_invite(world, alice)
+    world.join(invite, "bob")
+    await world.window()
+    await world.jobs(60)
+    await world.deliver()
+    member = world.env.backend.guilds[world.guild.id].members[alice.id]
+    assert champion.id in member.role_ids
+    said = [m.content for m in world.announcements.history()]
+    assert len([s for s in said if "Gold" in s]) == 1
+    await world.jobs(3600)  # later sweeps and redeliveries change nothing
+    await world.deliver()
+    said = [m.content for m in world.announcements.history()]
+    assert len([s for s in said if "Gold" in s]) == 1
+    role_calls = [r for r in world.env.http_requests if "/roles/" in r.path and r.method == "PUT"]
+    assert len(role_calls) == 1
+
+
+async def test_a_role_above_the_bot_fails_loudly_not_silently(world: World) -> None:
+    world.role("Legend", position=90)
+    item = OutboxItem(
+        id=1,
+        platform="discord",
+        kind="grant_role",
+        payload={"community": str(world.guild.id), "user": str(world.admin.id), "role": "Legend"},
+        dedupe_key="test:legend",
+        attempts=0,
+    )
+    with pytest.raises(DeliveryError) as failure:
+        await world.platform.deliver(item)
+    assert failure.value.retryable is False
+    check = (await world.admin.slash(world.general, "referral-admin check")).response.content
+    assert "Legend" in check and "drag the bot's role above" in check
+
+
+async def test_leave_before_conversion_ends_the_referral(world: World) -> None:
+    await configure(world, min_days="3")
+    alice = await world.member("alice")
+    invite, _ = await personal_invite(world, alice)
+    bob = world.join(invite, "bob")
+    await world.window()
+    assert (await joins_of(world))[str(bob.id)]["status"] == "pending"
+    world.guild.remove_member(bob)
+    await world.env.settle()
+    assert (await joins_of(world))[str(bob.id)]["status"] == "left"
+
+
+async def test_a_display_name_with_everyone_pings_nobody_but_that_member(world: World) -> None:
+    await configure(world, welcome_text="Hello {member}! @everyone @here <@&1> **bold**")
+    sneaky = world.join(None, "@everyone")
+    await world.window()
+    await world.deliver()
+    posts = [
+        r
+        for r in world.env.http_requests
+        if r.method == "POST" and r.path == f"/channels/{world.general.id}/messages"
+    ]
+    assert posts
+    mentions = posts[-1].json["allowed_mentions"]
+    assert mentions["parse"] == [] and [int(u) for u in mentions["users"]] == [sneaky.id]
+    assert not mentions.get("roles") and not mentions.get("replied_user")
+    content = world.general.last_message.content
+    assert "@everyone" not in content.replace("@\u200beveryone", "")
+    assert "@here" not in content.replace("@\u200bhere", "")
+    assert "\\*\\*bold\\*\\*" in content
+    assert world.general.last_message.mention_everyone is False
+
+
+async def test_buttons_run_the_command_as_the_presser(world: World) -> None:
+    item = OutboxItem(
+        id=2,
+        platform="discord",
+        kind="message",
+        payload={
+            "community": str(world.guild.id),
+            "channel": "announcements",
+            "locale": "en",
+            "text": to_json(t("check.ok", platform="discord")),
+            "buttons": [{"label": to_json(t("check.ok", platform="x")), "command": "status"}],
+        },
+        dedupe_key="test:button",
+        attempts=0,
+    )
+    await world.platform.deliver(item)
+    await world.env.settle()
+    message = world.announcements.last_message
+    pressed = await world.admin.click(message, custom_id="rb:status")
+    assert pressed.ephemeral and "pending" in pressed.response.content
