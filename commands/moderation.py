@@ -202,3 +202,30 @@ async def fraud_link(ctx: CommandContext) -> Reply:
         ctx.community, ctx.actor, ctx.options["member"], ctx.options["other"]
     )
     return Reply(t("fraud.linked", a=a.display_name, b=b.display_name), private=True)
+
+
+@REGISTRY.command(
+    "referrals",
+    MOD,
+    [
+        Option("member", max_length=100),
+        Option("count", "int", required=False, min_value=1, max_value=50),
+    ],
+)
+async def referrals(ctx: CommandContext) -> Reply:
+    person, rows = await ctx.engine.referrals_of(
+        ctx.community, ctx.options["member"], ctx.options.get("count", 10)
+    )
+    lines = [
+        t(
+            "referrals.line",
+            id=r.id,
+            member=who.display_name,
+            status=r.status.value,
+            date=Date(r.created_at),
+            source=r.source,
+            risk=r.risk,
+        )
+        for r, who in rows
+    ] or [t("referrals.none")]
+    return Reply(t("referrals.body", member=person.display_name, lines=lines), private=True)

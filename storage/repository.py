@@ -912,6 +912,16 @@ class Repository:
         )
         return [LeaderboardRow(r[0], r[1], r[2], r[3]) for r in rows]
 
+    async def qualified_for(self, program_id: int, threshold: int) -> list[Participant]:
+        """Members whose converted referrals (all time) reach ``threshold``."""
+        lc = leaderboard_counts
+        rows = await self._rows(
+            sa.select(participants)
+            .join(lc, lc.c.participant_id == participants.c.id)
+            .where(lc.c.program_id == program_id, lc.c.period == "all", lc.c.count >= threshold)
+        )
+        return [_participant(r) for r in rows]
+
     async def leaderboard_rank(
         self, program_id: int, period: str, participant_id: int
     ) -> tuple[int, int] | None:

@@ -13,6 +13,7 @@ from bot.engine.errors import UserError
 from bot.engine.models import AuditEntry, Community, RewardKind, Tier
 from bot.engine.ports import Repository
 from bot.engine.program_settings import ProgramSettings, apply_setting
+from bot.engine.rewards import tell_granted, tier_grant_rows
 from bot.engine.text_rules import check_text
 
 _NAME = re.compile(r"^[\w][\w \-]{0,59}$")
@@ -157,7 +158,27 @@ async def tier_add(
         "tier.added",
         {"name": clean, "threshold": needed, "kind": reward_kind.value, "value": reward},
     )
-    return Tier(tier_id, community.program_id, clean, needed, reward_kind, reward)
+    tier = Tier(tier_id, community.program_id, clean, needed, reward_kind, reward)
+    await grant_to_qualified(repo, ctx, community, tier)
+    return tier
+
+
+async def grant_to_qualified(
+    repo: Repository, ctx: EngineContext, community: Community, tier: Tier
+) -> int:
+    """A new or lowered tier goes at once to every member whose count already reaches it."""
+    now = ctx.clock.now()
+    qualified = await repo.qualified_for(community.program_id, tier.threshold)
+    if not qualified:
+        return 0
+    s = await communities.settings_of(repo, ctx, community.program_id)
+    people = {p.id: p for p in qualified}
+    counts = {p.id: tier.threshold for p in qualified}
+    rows = tier_grant_rows(community.program_id, people, counts, [tier], s, now)
+    created = await repo.insert_grants(rows)
+    home = {pid: community for pid in people}
+    await tell_granted(repo, created, people, home, {community.program_id: s}, now)
+    return len(created)
 
 
 async def tier_edit(
@@ -192,7 +213,9 @@ async def tier_edit(
         "tier.edited",
         {"name": tier.name, "threshold": needed, "kind": reward_kind.value, "value": reward},
     )
-    return Tier(tier.id, tier.program_id, tier.name, needed, reward_kind, reward)
+    edited = Tier(tier.id, tier.program_id, tier.name, needed, reward_kind, reward)
+    await grant_to_qualified(repo, ctx, community, edited)
+    return edited
 
 
 async def tier_remove(

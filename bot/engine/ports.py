@@ -198,6 +198,10 @@ class Repository(Protocol):
         self, program_id: int, period: str, limit: int
     ) -> list[LeaderboardRow]: ...
 
+    async def qualified_for(self, program_id: int, threshold: int) -> list[Participant]:
+        """Members whose converted referrals (all time) reach ``threshold``."""
+        ...
+
     async def leaderboard_rank(
         self, program_id: int, period: str, participant_id: int
     ) -> tuple[int, int] | None: ...

@@ -93,8 +93,11 @@ def _choice(field: str, raw: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _channel(field: str, raw: str) -> str:
+def _channel(field: str, raw: str) -> str | None:
+    """A channel name, or None for "off" / "none" (unset)."""
     value = raw.strip()
+    if value.lower() in ("off", "none"):
+        return None
     if not _CHANNEL.match(value):
         raise UserError("setting.bad_channel", field=field)
     return value.lstrip("#")
@@ -209,11 +212,17 @@ def apply_setting(
         text = _template(key, raw, 2000, ())
         return replace(current, rules_text=None if text.lower() == "default" else text)
     if key == "announce-channel":
+        channel = _channel(key, raw)
         return replace(
-            current, announce_community_id=community_id, announce_channel=_channel(key, raw)
+            current,
+            announce_community_id=community_id if channel else None,
+            announce_channel=channel,
         )
     if key == "admin-channel":
-        return replace(current, admin_community_id=community_id, admin_channel=_channel(key, raw))
+        channel = _channel(key, raw)
+        return replace(
+            current, admin_community_id=community_id if channel else None, admin_channel=channel
+        )
     if key == "digest":
         weekday, minute = parse_digest(raw)
         return replace(current, digest_weekday=weekday, digest_minute=minute)
@@ -274,8 +283,11 @@ def _apply_fraud_setting(
         return replace(
             current, review_deadline_days=int(match.group(1)), review_deadline_action=match.group(2)
         )
+    channel = _channel(key, raw)
     return replace(
-        current, moderator_community_id=community_id, moderator_channel=_channel(key, raw)
+        current,
+        moderator_community_id=community_id if channel else None,
+        moderator_channel=channel,
     )
 
 

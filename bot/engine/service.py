@@ -514,6 +514,20 @@ class ReferralEngine:
 
         return await self._admin(ref, fn)  # type: ignore[return-value]
 
+    async def referrals_of(
+        self, ref: CommunityRef, member: str, limit: int
+    ) -> tuple[Participant, list[tuple[Referral, Participant]]]:
+        """A member's most recent referrals, with whom they brought (moderators, admins)."""
+        community = await self.community(ref)
+
+        async def op(repo: Repository) -> tuple[Participant, list[tuple[Referral, Participant]]]:
+            person = await review.member_in(repo, community, member)
+            mine = await repo.recent_referrals(person.id, limit)
+            people = await repo.participants(r.referred_id for r in mine)
+            return person, [(r, people[r.referred_id]) for r in mine]
+
+        return await self.store.read(op)
+
     async def run_review_deadlines(self) -> int:
         return await self.store.write(lambda repo: review.enforce_deadlines(repo, self.ctx))
 
