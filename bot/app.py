@@ -65,6 +65,11 @@ def program_defaults(settings: Settings) -> ProgramSettings:
             raise ConfigError(
                 f"program.{key}: unknown setting; allowed: {', '.join(sorted(known))}"
             )
+        if key.endswith(("_community_id", "_channel")):
+            raise ConfigError(
+                f"program.{key}: channels are set in chat by an admin "
+                "(/set announce-channel, /set admin-channel, /set moderator-channel)"
+            )
         if key in _PROGRAM_LIMITS:
             low, high = _PROGRAM_LIMITS[key]
             if key in ("digest_weekday", "review_deadline_days") and str(raw).lower() in (

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from bot.app import App
+from bot.app import App, program_defaults
 from bot.engine.clock import SystemClock
 from bot.platforms.console import ConsolePlatform
 from bot.platforms.registry import build_platforms
@@ -26,7 +26,9 @@ log = logging.getLogger("referral-bot")
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
-    return config.load(getattr(args, "config", None))
+    settings = config.load(getattr(args, "config", None))
+    program_defaults(settings)  # the [program] defaults are checked at start too
+    return settings
 
 
 def _with_database(settings: config.Settings, url: str) -> config.Settings:

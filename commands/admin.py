@@ -56,6 +56,24 @@ async def program(ctx: CommandContext) -> Reply:
             referee=referee,
             tiers=tier_lines(o.tiers),
             stock=stock,
+            fraud=t(
+                "program.fraud",
+                mode=s.risk_mode,
+                off=", ".join(s.detectors_off) or "none",
+                count=s.velocity_count,
+                minutes=s.velocity_minutes,
+                young=s.young_account_days,
+                leave=s.leave_early_count,
+                leave_share=s.leave_early_share,
+                empty=s.empty_count,
+                empty_share=s.empty_share,
+                deadline=(
+                    f"{s.review_deadline_days}d {s.review_deadline_action}"
+                    if s.review_deadline_days
+                    else "off"
+                ),
+                moderators=where(s.moderator_community_id, s.moderator_channel),
+            ),
             settings=", ".join(SETTING_KEYS),
         ),
         private=True,

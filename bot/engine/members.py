@@ -72,12 +72,14 @@ def _credit_check(
     code = ctx_codes.get(code_value)
     if code is None or code.program_id != joiner_program:
         return None, "code-unknown"
+    owner = owners.get(code.participant_id)
+    if owner is not None and owner.banned_at is not None:
+        return None, "referrer-banned"  # before "revoked": a ban revokes the code too
     if code.revoked_at is not None:
         return None, "code-revoked"
     if code.participant_id == joiner_id:
         return None, "self-referral"
-    owner = owners.get(code.participant_id)
-    if owner is None or owner.banned_at is not None:
+    if owner is None:
         return None, "referrer-banned"
     if not _is_active(owner_memberships.get(owner.id, [])):
         return None, "referrer-left"

@@ -44,6 +44,16 @@ async def claim_code(
         return ClaimResult(error=t("code.locked", until=Date(person.code_lock_until)))
     value = codes_mod.normalize(entered)
     code = (await repo.codes_by_value([value])).get(value) if value else None
+    if code is not None and code.program_id == community.program_id and code.revoked_at:
+        owner = await repo.participant(code.participant_id)
+        if owner is not None and owner.banned_at is not None:
+            # A banned member's old code: not a guess, but worth a moderator's look.
+            if s.detects("banned"):
+                flag = detectors.banned_flag(
+                    community.program_id, owner, person, f"banned:{person.id}"
+                )
+                await review.record(repo, ctx, [flag], now)
+            return ClaimResult(error=t("code.inactive"))
     if code is None or code.program_id != community.program_id or code.revoked_at is not None:
         return await _failed_attempt(repo, ctx, person, entered, now, revoked=code is not None)
     if code.participant_id == person.id:

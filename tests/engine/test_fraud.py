@@ -133,8 +133,15 @@ async def test_a_banned_members_old_link_stops_crediting_and_is_flagged(harness:
     result = await harness.engine.member_joined(
         MemberJoined(LOUNGE, UserRef("yan", "yan"), JoinSource.INVITE_LINK, code)
     )
-    assert result.referral_id is None
-    assert result.not_credited in ("code-revoked", "referrer-banned")
+    assert result.referral_id is None and result.not_credited == "referrer-banned"
+    posts = await posted(harness)
+    assert any(
+        "banned (score 80): yan joined through the code of alice, who is banned" in p for p in posts
+    )
+    # Typing the old code is not counted as guessing; it is explained.
+    await harness.console.join("zara")
+    said = await harness.say("zara", f"/code {code}")
+    assert "no longer taking part" in said[0]
 
 
 async def test_off_mode_silences_every_detector(harness: Harness):

@@ -151,7 +151,7 @@ async def _velocity(
         reason = t(
             "fraud.reason.velocity",
             count=len(burst),
-            minutes=_minutes(span),
+            minutes=t("minutes", count=_minutes(span)),
             referrer=people[referrer_id].display_name,
         )
         flags += [
@@ -256,7 +256,7 @@ def guessing_flag(program_id: int, member: Participant, attempts: int, minutes: 
             "fraud.reason.code_guessing",
             member=member.display_name,
             count=attempts,
-            minutes=minutes,
+            minutes=t("minutes", count=minutes),
         ),
         f"code-guessing:{member.id}:{attempts}",
     )

@@ -14,7 +14,7 @@ from bot.engine.models import GrantStatus
 from bot.engine.text import t
 from bot.platforms.discord.buttons import view_for
 from bot.platforms.discord.render import render
-from bot.platforms.discord.slash import read_invocation
+from bot.platforms.discord.slash import read_invocation, usage_on_discord
 from commands import dispatch
 from commands.registry import CommandContext, Reply
 
@@ -64,6 +64,7 @@ class Interactions:
             make_link=p.create_referral_link,
             capabilities=p.capabilities,
             diagnose=lambda: p.diagnose(guild),
+            usage_of=usage_on_discord,
         )
 
     async def command(self, interaction: discord.Interaction) -> None:

@@ -21,6 +21,16 @@ from config.i18n import Catalog
 
 ADMIN_GROUP = "referral-admin"
 MOD_GROUP = "referral-mod"
+
+
+def usage_on_discord(command: Command) -> str:
+    """How a member types a registry command on Discord (grouped for admins and moderators)."""
+    if command.audience == Audience.MEMBER:
+        return "/" + command.usage()
+    base = ADMIN_GROUP if command.audience == Audience.ADMIN else MOD_GROUP
+    return f"/{base} {command.usage()}"
+
+
 MANAGE_GUILD = 1 << 5
 MANAGE_MESSAGES = 1 << 13
 GUILD_CONTEXT = 0

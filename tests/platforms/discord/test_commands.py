@@ -130,3 +130,12 @@ async def test_check_reports_a_missing_members_intent(world: World) -> None:
     world.platform.members_intent = False
     text = (await world.admin.slash(world.general, "referral-admin check")).response.content
     assert "Server Members Intent" in text
+
+
+def test_help_shows_how_commands_are_typed_on_discord():
+    from bot.platforms.discord.slash import usage_on_discord
+    from commands import REGISTRY
+
+    assert usage_on_discord(REGISTRY.get("status")) == "/status"
+    assert usage_on_discord(REGISTRY.get("tier-remove")).startswith("/referral-admin tier-remove")
+    assert usage_on_discord(REGISTRY.get("fraud-queue")).startswith("/referral-mod fraud-queue")

@@ -1,0 +1,421 @@
+"""The Telegram platform: python-telegram-bot's Application, paced sends, outbox delivery.
+
+Groups and supergroups are communities. Updates come by long polling (default) or a webhook;
+``handlers.py`` turns them into engine events and commands. Every send goes through the pacer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from telegram import (
+    Bot,
+    BotCommand,
+    BotCommandScopeAllChatAdministrators,
+    BotCommandScopeAllGroupChats,
+    BotCommandScopeAllPrivateChats,
+    ChatMember,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
+    User,
+)
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.ext import Application, ApplicationBuilder
+
+from bot.engine.context import Capabilities
+from bot.engine.errors import UserError
+from bot.engine.events import CommunityRef, UserRef
+from bot.engine.models import Audience, Community, OutboxItem
+from bot.engine.text import Text, from_json, t
+from bot.platforms.base import DeliveryError
+from bot.platforms.telegram import links, render
+from bot.platforms.telegram.errors import delivery_error, retry_seconds
+from bot.platforms.telegram.pacing import TELEGRAM_LIMITS, Limits, Pacer
+from commands.registry import REGISTRY
+from config.settings import TelegramSettings
+
+if TYPE_CHECKING:
+    from bot.app import App
+
+log = logging.getLogger(__name__)
+PLATFORM = "telegram"
+ALLOWED_UPDATES = (
+    "message",
+    "chat_member",
+    "my_chat_member",
+    "chat_join_request",
+    "callback_query",
+)
+IN_CHAT = ("creator", "administrator", "member")
+_CHAT_ID = re.compile(r"^-?\d{1,20}$")
+
+
+def is_in_chat(member: ChatMember) -> bool:
+    return member.status in IN_CHAT or (
+        member.status == "restricted" and bool(getattr(member, "is_member", False))
+    )
+
+
+def user_ref(user: User) -> UserRef:
+    return UserRef(str(user.id), user.full_name[:200] or str(user.id))
+
+
+def community_ref(chat_id: int, title: str | None) -> CommunityRef:
+    return CommunityRef(PLATFORM, str(chat_id), title or str(chat_id))
+
+
+@dataclass(slots=True)
+class _Cached:
+    member: ChatMember
+    until: float
+
+
+class TelegramPlatform:
+    name = PLATFORM
+    capabilities = Capabilities(
+        roles=False,
+        buttons=True,
+        dms=True,
+        dms_intrusive=False,
+        account_age=False,
+        channel_access=True,
+    )
+
+    def __init__(
+        self,
+        settings: TelegramSettings,
+        token: str,
+        *,
+        limits: Limits = TELEGRAM_LIMITS,
+        pacer_clock: Callable[[], float] = time.monotonic,
+        poll_timeout: float = 30.0,
+        defer_after: float = 3.0,
+        member_cache_seconds: float = 60.0,
+        single_use_link_seconds: int = 86400,
+    ) -> None:
+        self.settings = settings
+        self.token = token
+        self.pacer = Pacer(limits, pacer_clock)
+        self.poll_timeout = poll_timeout
+        # An outbox item whose chat is busy for longer than this goes back to the outbox with
+        # retry_after instead of holding up items for other chats.
+        self.defer_after = defer_after
+        self.member_cache_seconds = member_cache_seconds
+        self.single_use_link_seconds = single_use_link_seconds
+        self.app: App | None = None
+        self.application: Application | None = None
+        self.me: User | None = None
+        self.callbacks = render.CallbackMap()
+        self.groups: dict[int, str] = {}  # groups seen since start: id -> title
+        self.home: dict[int, int] = {}  # user -> the group their private commands are about
+        self.delivered: set[str] = set()  # outbox dedupe keys accepted by Telegram (this process)
+        self._access_links: dict[str, str] = {}  # channel_access item -> its single-use link
+        self._members: dict[tuple[int, int], _Cached] = {}
+        self._public: dict[int, bool] = {}
+        self._webhook: Any = None
+        self.last_update_id = 0  # the newest update handed to the handlers (tests wait on it)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def bot(self) -> Bot:
+        assert self.application is not None, "the Telegram platform is not started"
+        return self.application.bot
+
+    async def start(self, app: App) -> None:
+        from bot.platforms.telegram.handlers import install
+
+        self.app = app
+        application = (
+            ApplicationBuilder()
+            .token(self.token)
+            .base_url(self.settings.base_url)
+            .concurrent_updates(False)
+            .get_updates_read_timeout(self.poll_timeout + 10)
+            .build()
+        )
+        install(application, self)
+        await application.initialize()
+        self.application = application
+        self.me = application.bot.bot
+        await self.publish_commands()
+        await application.start()
+        if self.settings.mode == "webhook":
+            from bot.platforms.telegram.webhook import WebhookServer
+
+            self._webhook = WebhookServer(self, application)
+            await self._webhook.start()
+        else:
+            assert application.updater is not None
+            await application.updater.start_polling(
+                poll_interval=0.0,
+                timeout=int(self.poll_timeout),
+                allowed_updates=list(ALLOWED_UPDATES),
+                drop_pending_updates=False,  # a restart processes what arrived meanwhile
+            )
+        log.info("event=telegram.started bot=%s mode=%s", self.me.username, self.settings.mode)
+
+    async def stop(self) -> None:
+        application = self.application
+        if application is None:
+            return
+        try:
+            if self._webhook is not None:
+                await self._webhook.stop()
+                self._webhook = None
+            if application.updater is not None and application.updater.running:
+                await application.updater.stop()
+            if application.running:
+                await application.stop()  # processes the updates already fetched
+            await application.shutdown()
+        finally:
+            self.application = None
+            self.app = None
+
+    async def publish_commands(self) -> None:
+        """The command menu: member commands everywhere, admin ones for chat administrators."""
+        assert self.app is not None
+        everyone, admins = [], []
+        for c in REGISTRY.all():
+            desc = self.app.catalog.render(t(c.description_key), "en")
+            entry = BotCommand(render.tg_command(c.name), render.telegram_commands(desc)[:256])
+            admins.append(entry)
+            if c.audience == Audience.MEMBER:
+                everyone.append(entry)
+        await self.bot.set_my_commands(everyone, scope=BotCommandScopeAllPrivateChats())
+        await self.bot.set_my_commands(everyone, scope=BotCommandScopeAllGroupChats())
+        await self.bot.set_my_commands(admins, scope=BotCommandScopeAllChatAdministrators())
+
+    # -- rendering and sending --------------------------------------------------------------
+
+    def render(self, text: Text, locale: str = "en") -> str:
+        assert self.app is not None
+        html = self.app.catalog.render(text, locale, render.escape, render.mention)
+        return render.telegram_commands(html)
+
+    def label(self, text: Text, locale: str = "en") -> str:
+        """Button labels are plain text: nothing to escape, mentions are names."""
+        assert self.app is not None
+        return self.app.catalog.render(text, locale, str, lambda m: m.name)
+
+    async def _send(
+        self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None = None
+    ) -> Message:
+        return await self.bot.send_message(
+            chat_id,
+            html,
+            parse_mode=ParseMode.HTML,
+            reply_markup=markup,
+            link_preview_options=LinkPreviewOptions(is_disabled=True),
+        )
+
+    async def say(
+        self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None = None
+    ) -> Message:
+        """An interactive answer: waits for its slot (and once more after a 429)."""
+        for attempt in range(3):
+            try:
+                async with self.pacer.slot(chat_id, chat_id < 0):
+                    return await self._send(chat_id, html, markup)
+            except RetryAfter as exc:
+                self.pacer.blocked(chat_id, retry_seconds(exc))
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def say_text(self, chat_id: int, text: Text, locale: str = "en") -> Message | None:
+        """An interactive answer, logged (not raised) when Telegram refuses it."""
+        try:
+            return await self.say(chat_id, self.render(text, locale))
+        except TelegramError as exc:
+            log.warning("event=telegram.reply_failed chat=%s error=%s", chat_id, exc.message)
+            return None
+
+    async def _paced(
+        self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None, what: str
+    ) -> None:
+        """An outbox send: a busy chat defers only this item (retry_after), never the others."""
+        group = chat_id < 0
+        wait = self.pacer.wait(chat_id, group)
+        if wait > self.defer_after:
+            raise DeliveryError(f"{what}: chat busy for {wait:.2f}s", retry_after=wait)
+        try:
+            async with self.pacer.slot(chat_id, group):
+                await self._send(chat_id, html, markup)
+        except RetryAfter as exc:
+            self.pacer.blocked(chat_id, retry_seconds(exc))
+            raise delivery_error(exc, what) from None
+        except TelegramError as exc:
+            raise delivery_error(exc, what) from None
+
+    # -- the Platform protocol ---------------------------------------------------------------
+
+    def target_chat(self, community: str, channel: str | None) -> int:
+        """Groups have no channels: a chat id names another chat, `moderators` the moderators'
+        chat (telegram.moderators_chat_id); any other name means the group itself."""
+        if channel and _CHAT_ID.match(channel):
+            return int(channel)
+        if channel == "moderators" and self.settings.moderators_chat_id:
+            return int(self.settings.moderators_chat_id)
+        return int(community)
+
+    async def deliver(self, item: OutboxItem) -> None:
+        if item.dedupe_key in self.delivered:
+            return  # accepted before (a redelivery after a lease ran out)
+        p = item.payload
+        what = f"{item.kind} {item.dedupe_key}"
+        if item.kind == "message":
+            chat = self.target_chat(p["community"], p.get("channel"))
+            buttons = [
+                (self.label(from_json(b["label"]), p["locale"]), b["command"])
+                for b in p.get("buttons", [])
+            ]
+            html = self.render(from_json(p["text"]), p["locale"])
+            await self._paced(chat, html, render.keyboard(buttons, self.callbacks), what)
+        elif item.kind == "dm":
+            html = self.render(from_json(p["text"]), p["locale"])
+            await self._paced(int(p["user"]), html, None, what)
+        elif item.kind == "channel_access":
+            link = await self._access_link(item.dedupe_key, p["channel"], what)
+            text = t("redeem.channel_link", channel=p["channel"], link=link)
+            await self._paced(int(p["user"]), self.render(text, p["locale"]), None, what)
+        elif item.kind in ("grant_role", "revoke_role"):
+            raise DeliveryError(f"{what}: Telegram has no roles", retryable=False)
+        else:
+            raise DeliveryError(f"unknown outbox kind {item.kind!r}", retryable=False)
+        self.delivered.add(item.dedupe_key)
+
+    async def _access_link(self, key: str, channel: str, what: str) -> str:
+        """A single-use invite to the reward's chat (-100123 or @name), made once per item."""
+        if key in self._access_links:
+            return self._access_links[key]
+        chat: int | str = int(channel) if _CHAT_ID.match(channel) else channel
+        if isinstance(chat, str) and not chat.startswith("@"):
+            chat = "@" + chat
+        try:
+            invite = await self.bot.create_chat_invite_link(
+                chat, member_limit=1, name=links.link_name(f"reward {key}")
+            )
+        except TelegramError as exc:
+            raise delivery_error(exc, what) from None
+        self._access_links[key] = invite.invite_link
+        return invite.invite_link
+
+    async def create_referral_link(self, community: Community, code: str) -> str:
+        """Private groups: a permanent invite link named by the code (the join carries it).
+        Public groups: a deep link; the bot then hands out a single-use link (see links.py)."""
+        chat = int(community.external_id)
+        if await self.is_public(chat):
+            return links.deep_link(self.username, links.referral_payload(code, chat))
+        try:
+            invite = await self.bot.create_chat_invite_link(chat, name=links.link_name(code))
+        except (BadRequest, Forbidden) as exc:
+            log.warning("event=telegram.link_failed chat=%s error=%s", chat, exc.message)
+            raise UserError("telegram.link.no_rights") from None
+        return invite.invite_link
+
+    async def single_use_link(self, chat_id: int, code: str | None) -> str:
+        now = int(time.time())
+        invite = await self.bot.create_chat_invite_link(
+            chat_id,
+            member_limit=1,
+            expire_date=now + self.single_use_link_seconds,
+            name=links.link_name(code) if code else None,
+        )
+        return invite.invite_link
+
+    # -- facts about chats and members ------------------------------------------------------
+
+    @property
+    def username(self) -> str:
+        assert self.me is not None and self.me.username is not None
+        return self.me.username
+
+    async def is_public(self, chat_id: int) -> bool:
+        if chat_id not in self._public:
+            chat = await self.bot.get_chat(chat_id)
+            self._public[chat_id] = chat.username is not None
+            self.groups.setdefault(chat_id, chat.title or str(chat_id))
+        return self._public[chat_id]
+
+    async def member(self, chat_id: int, user_id: int, fresh: bool = False) -> ChatMember | None:
+        """getChatMember, cached briefly (admin checks on every command)."""
+        key = (chat_id, user_id)
+        cached = self._members.get(key)
+        now = time.monotonic()
+        if cached is not None and cached.until > now and not fresh:
+            return cached.member
+        try:
+            found = await self.bot.get_chat_member(chat_id, user_id)
+        except (BadRequest, Forbidden):
+            return None
+        self._members[key] = _Cached(found, now + self.member_cache_seconds)
+        return found
+
+    def forget_member(self, chat_id: int, user_id: int) -> None:
+        self._members.pop((chat_id, user_id), None)
+
+    async def is_admin(self, chat_id: int, user_id: int) -> bool:
+        found = await self.member(chat_id, user_id)
+        return found is not None and found.status in ("creator", "administrator")
+
+    async def is_moderator(self, chat_id: int, user_id: int) -> bool:
+        """Admins of the group, and members of telegram.moderators_chat_id when it is set."""
+        if await self.is_admin(chat_id, user_id):
+            return True
+        mods = self.settings.moderators_chat_id
+        if not mods:
+            return False
+        found = await self.member(int(mods), user_id)
+        return found is not None and is_in_chat(found)
+
+    def problems(self, me: ChatMember | None) -> list[Text]:
+        """What the bot lacks in a group, as sentences telling the admins what to grant."""
+        if me is None or not is_in_chat(me):
+            return [t("telegram.check.not_in_group")]
+        if me.status != "administrator":
+            lines = [t("telegram.check.not_admin")]
+            if self.me is not None and not self.me.can_read_all_group_messages:
+                lines.append(t("telegram.check.privacy"))
+            return lines
+        if not getattr(me, "can_invite_users", False):
+            return [t("telegram.check.no_invite_right")]
+        return []
+
+    async def diagnose(self, chat_id: int) -> list[Text]:
+        assert self.me is not None
+        problems = self.problems(await self.member(chat_id, self.me.id, fresh=True))
+        mods = self.settings.moderators_chat_id
+        if mods:
+            there = await self.member(int(mods), self.me.id, fresh=True)
+            if there is None or not is_in_chat(there):
+                problems.append(t("telegram.check.moderators_chat", chat=mods))
+        return problems
+
+    async def home_group(self, user_id: int) -> int | None:
+        """The group a private command is about: the last one the user came from, else the
+        first known group they are in."""
+        candidates = [self.home[user_id]] if user_id in self.home else []
+        candidates += [g for g in self.groups if g not in candidates]
+        for chat_id in candidates[:25]:
+            found = await self.member(chat_id, user_id)
+            if found is not None and is_in_chat(found):
+                self.home[user_id] = chat_id
+                return chat_id
+        return None
+
+    def title(self, chat_id: int) -> str:
+        return self.groups.get(chat_id, str(chat_id))
+
+    def ref(self, chat_id: int) -> CommunityRef:
+        return community_ref(chat_id, self.groups.get(chat_id))
+
+    def member_commands(self) -> Sequence[str]:
+        return [c.name for c in REGISTRY.all() if c.audience == Audience.MEMBER]

@@ -1,0 +1,329 @@
+"""Updates in, engine events and commands out. No business rule lives here.
+
+- ``my_chat_member``: the bot added to a group (registered; told what rights it lacks) or removed.
+- ``chat_member``: joins (attributed by the bot's own invite link name) and leaves.
+- ``chat_join_request``: attributed by its invite link and approved (see ``hold_join_request``).
+- ``message``: counted (never stored); commands are dispatched through the registry.
+- ``callback_query``: a moderator button; runs its command line as the presser (admins only).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from telegram import Chat, ChatMemberUpdated, Message, MessageEntity, Update, User
+from telegram.constants import ChatType
+from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    ChatJoinRequestHandler,
+    ChatMemberHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot.engine.events import JoinSource, MemberJoined, MemberLeft, MessagePosted, UserRef
+from bot.engine.text import Mention, Text, t
+from bot.platforms.telegram import links, render
+from bot.platforms.telegram.adapter import TelegramPlatform, community_ref, is_in_chat, user_ref
+from commands import dispatch
+from commands.registry import REGISTRY, CommandContext, Reply
+
+if TYPE_CHECKING:
+    from telegram import ChatInviteLink
+
+log = logging.getLogger(__name__)
+GROUPS = (ChatType.GROUP, ChatType.SUPERGROUP)
+Context = ContextTypes.DEFAULT_TYPE
+
+
+def install(application: Application, tg: TelegramPlatform) -> None:
+    h = Handlers(tg)
+    application.add_handler(TypeHandler(Update, h.seen), group=-1)
+    names = [render.tg_command(c.name) for c in REGISTRY.all()]
+    application.add_handler(CommandHandler("start", h.on_start, filters.ChatType.PRIVATE))
+    application.add_handler(CommandHandler(names, h.on_command))
+    application.add_handler(
+        MessageHandler(filters.ChatType.GROUPS & ~filters.StatusUpdate.ALL, h.on_message)
+    )
+    application.add_handler(ChatMemberHandler(h.on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
+    application.add_handler(ChatMemberHandler(h.on_member, ChatMemberHandler.CHAT_MEMBER))
+    application.add_handler(ChatJoinRequestHandler(h.on_join_request))
+    application.add_handler(CallbackQueryHandler(h.on_button))
+    application.add_error_handler(h.on_error)
+
+
+class Handlers:
+    def __init__(self, tg: TelegramPlatform) -> None:
+        self.tg = tg
+        self._requested: dict[tuple[int, int], str] = {}  # approved join request -> its code
+
+    @property
+    def engine(self):  # noqa: ANN201 - the engine type lives behind the app
+        assert self.tg.app is not None
+        return self.tg.app.engine
+
+    async def seen(self, update: Update, _context: Context) -> None:
+        self.tg.last_update_id = max(self.tg.last_update_id, update.update_id)
+        chat = update.effective_chat
+        if chat is not None and chat.type in GROUPS:
+            self.tg.groups[chat.id] = chat.title or str(chat.id)
+
+    async def on_error(self, update: object, context: Context) -> None:
+        log.error("event=telegram.handler_failed update=%s", update, exc_info=context.error)
+        if isinstance(update, Update) and update.message is not None:
+            text = update.message.text or ""
+            if text.startswith("/") and update.effective_user is not None:
+                await self.tg.say_text(update.effective_user.id, t("telegram.failed"))
+
+    # -- the bot itself in a group ----------------------------------------------------------
+
+    async def on_my_member(self, update: Update, _context: Context) -> None:
+        change = update.my_chat_member
+        if change is None or change.chat.type not in GROUPS:
+            return
+        chat = change.chat
+        if not is_in_chat(change.new_chat_member):
+            self.tg.groups.pop(chat.id, None)
+            log.info("event=telegram.removed chat=%s", chat.id)
+            return
+        assert self.tg.me is not None
+        self.tg.forget_member(chat.id, self.tg.me.id)
+        await self.engine.community(community_ref(chat.id, chat.title))
+        before = self.tg.problems(change.old_chat_member)
+        now = self.tg.problems(change.new_chat_member)
+        added = not is_in_chat(change.old_chat_member)
+        if not added and before == now:
+            return
+        if now:
+            text = t("telegram.setup.needs", community=chat.title or "", lines=now)
+        else:
+            text = t("telegram.setup.ready", community=chat.title or "", bot=self.tg.username)
+        await self.tg.say_text(chat.id, text)
+
+    # -- members joining and leaving --------------------------------------------------------
+
+    def _source(self, change: ChatMemberUpdated) -> tuple[JoinSource, str | None]:
+        code = self._own_link_code(change.invite_link)
+        if code is not None:
+            return JoinSource.INVITE_LINK, code
+        remembered = self._requested.pop((change.chat.id, change.new_chat_member.user.id), None)
+        if remembered is not None:
+            return JoinSource.INVITE_LINK, remembered
+        return JoinSource.ORGANIC, None
+
+    def _own_link_code(self, link: ChatInviteLink | None) -> str | None:
+        """Only links this bot made carry a code: another admin's link name is just a name."""
+        if link is None or not link.name or self.tg.me is None:
+            return None
+        return link.name if link.creator.id == self.tg.me.id else None
+
+    async def on_member(self, update: Update, _context: Context) -> None:
+        change = update.chat_member
+        if change is None or change.chat.type not in GROUPS:
+            return
+        user = change.new_chat_member.user
+        if user.is_bot:
+            return
+        chat = change.chat
+        self.tg.forget_member(chat.id, user.id)
+        was, now = is_in_chat(change.old_chat_member), is_in_chat(change.new_chat_member)
+        ref = community_ref(chat.id, chat.title)
+        if now and not was:
+            source, code = self._source(change)
+            self.tg.home.setdefault(user.id, chat.id)
+            await self.engine.member_joined(MemberJoined(ref, user_ref(user), source, code))
+        elif was and not now:
+            await self.engine.member_left(MemberLeft(ref, str(user.id)))
+
+    async def hold_join_request(self, chat: Chat, user: UserRef, code: str | None) -> bool:
+        """Hook for moderator review of join requests: True keeps the request waiting.
+
+        No program setting asks for review yet, so every request is approved. The fraud work
+        switches this on (a program setting) and approves or declines from the review buttons.
+        """
+        return False
+
+    async def on_join_request(self, update: Update, _context: Context) -> None:
+        request = update.chat_join_request
+        if request is None:
+            return
+        chat, user = request.chat, request.from_user
+        code = self._own_link_code(request.invite_link)
+        if await self.hold_join_request(chat, user_ref(user), code):
+            return
+        try:
+            await request.approve()
+        except TelegramError as exc:
+            log.warning("event=telegram.approve_failed chat=%s error=%s", chat.id, exc.message)
+            return
+        if code is not None:  # the chat_member update that follows may not repeat the link
+            self._requested[(chat.id, user.id)] = code
+
+    # -- messages and commands --------------------------------------------------------------
+
+    async def on_message(self, update: Update, _context: Context) -> None:
+        message, user = update.message, update.effective_user
+        if message is None or user is None or user.is_bot or message.sender_chat is not None:
+            return
+        self.tg.home[user.id] = message.chat.id
+        ref = community_ref(message.chat.id, message.chat.title)
+        self.engine.message_posted(MessagePosted(ref, user_ref(user)))
+
+    @staticmethod
+    def _parse(message: Message) -> tuple[str, list[str]]:
+        entity = next(
+            e for e in message.entities if e.type == MessageEntity.BOT_COMMAND and e.offset == 0
+        )
+        text = message.text or ""
+        command = text[1 : entity.length].split("@", 1)[0]
+        return render.neutral_command(command), text[entity.length :].split()
+
+    async def _context(self, chat_id: int, user: User) -> CommandContext:
+        return CommandContext(
+            engine=self.engine,
+            community=self.tg.ref(chat_id),
+            user=user_ref(user),
+            is_admin=await self.tg.is_admin(chat_id, user.id),
+            is_moderator=await self.tg.is_moderator(chat_id, user.id),
+            make_link=self.tg.create_referral_link,
+            capabilities=self.tg.capabilities,
+            diagnose=lambda: self.tg.diagnose(chat_id),
+        )
+
+    async def on_command(self, update: Update, _context: Context) -> None:
+        message, user = update.message, update.effective_user
+        if message is None or user is None or user.is_bot:
+            return
+        name, tokens = self._parse(message)
+        chat = message.chat
+        if chat.type in GROUPS:
+            if message.sender_chat is not None:  # an anonymous admin: nobody to authorize
+                await self.tg.say_text(chat.id, t("telegram.anonymous_admin"))
+                return
+            self.tg.home[user.id] = chat.id
+            replies = await dispatch(await self._context(chat.id, user), name, tokens)
+            await self.answer_in_group(chat.id, user, replies, name, not tokens)
+        elif chat.type == ChatType.PRIVATE:
+            await self.private_command(user, name, tokens)
+
+    async def private_command(self, user: User, name: str, tokens: list[str]) -> None:
+        group = await self.tg.home_group(user.id)
+        if group is None:
+            await self.tg.say_text(user.id, t("telegram.private.no_group"))
+            return
+        for reply in await dispatch(await self._context(group, user), name, tokens):
+            await self._reply_private(user.id, reply)
+
+    async def _reply_private(self, user_id: int, reply: Reply) -> None:
+        markup = render.keyboard(
+            [(self.tg.label(label), command) for label, command in reply.buttons],
+            self.tg.callbacks,
+        )
+        await self.tg.say(user_id, self.tg.render(reply.text), markup)
+
+    async def answer_in_group(
+        self, chat_id: int, user: User, replies: list[Reply], name: str, plain: bool
+    ) -> None:
+        """Public replies go to the group; personal ones privately, with a short pointer."""
+        personal = [r for r in replies if r.private]
+        for reply in replies:
+            if not reply.private:
+                markup = render.keyboard(
+                    [(self.tg.label(label), cmd) for label, cmd in reply.buttons],
+                    self.tg.callbacks,
+                )
+                await self.tg.say(chat_id, self.tg.render(reply.text), markup)
+        if not personal:
+            return
+        who = Mention(str(user.id), user.full_name)
+        try:
+            for reply in personal:
+                await self._reply_private(user.id, reply)
+        except TelegramError as exc:  # 403: the member never started the bot
+            log.info("event=telegram.dm_refused user=%s error=%s", user.id, exc.message)
+            rerun = render.tg_command(name) if plain and name in self.tg.member_commands() else None
+            payload = links.open_payload(chat_id, rerun)
+            link = links.deep_link(self.tg.username, payload)
+            await self.tg.say_text(chat_id, t("telegram.pointer.open_bot", member=who, link=link))
+            return
+        await self.tg.say_text(chat_id, t("telegram.pointer.sent", member=who))
+
+    # -- /start in the private chat: deep links -----------------------------------------------
+
+    async def on_start(self, update: Update, context: Context) -> None:
+        user = update.effective_user
+        if user is None or user.is_bot:
+            return
+        payload = links.parse_start(context.args[0]) if context.args else None
+        if payload is None:
+            await self.tg.say_text(user.id, t("telegram.start.hello", bot=self.tg.username))
+            return
+        self.tg.home[user.id] = payload.chat_id
+        title = await self._title(payload.chat_id)
+        if title is None:
+            await self.tg.say_text(user.id, t("telegram.start.unknown_group"))
+            return
+        if payload.code is None:
+            command = render.neutral_command(payload.command or "")
+            if command in self.tg.member_commands():
+                await self.private_command(user, command, [])
+            else:
+                await self.tg.say_text(user.id, t("telegram.start.opened", community=title))
+            return
+        await self._hand_out_link(user, payload.chat_id, payload.code, title)
+
+    async def _title(self, chat_id: int) -> str | None:
+        if chat_id in self.tg.groups:
+            return self.tg.groups[chat_id]
+        try:
+            await self.tg.is_public(chat_id)
+        except TelegramError:
+            return None
+        return self.tg.groups.get(chat_id)
+
+    async def _hand_out_link(self, user: User, chat_id: int, code: str, title: str) -> None:
+        """Deep link step two: a single-use invite named by the code, so the join carries it."""
+        found = await self.tg.member(chat_id, user.id, fresh=True)
+        if found is not None and is_in_chat(found):
+            await self.tg.say_text(user.id, t("telegram.start.already_member", community=title))
+            return
+        try:
+            link = await self.tg.single_use_link(chat_id, code)
+        except TelegramError as exc:
+            log.warning("event=telegram.link_failed chat=%s error=%s", chat_id, exc.message)
+            await self.tg.say_text(user.id, t("telegram.start.link_failed", community=title))
+            return
+        await self.tg.say_text(user.id, t("telegram.start.join_link", community=title, link=link))
+
+    # -- buttons ----------------------------------------------------------------------------
+
+    async def on_button(self, update: Update, _context: Context) -> None:
+        query = update.callback_query
+        if query is None or query.message is None:
+            return
+        user, chat = query.from_user, query.message.chat
+        line = self.tg.callbacks.command_for(query.data or "")
+        if line is None or not line.split():
+            await query.answer(self._plain(t("telegram.button.expired")), show_alert=True)
+            return
+        group = chat.id if chat.type in GROUPS else await self.tg.home_group(user.id)
+        if group is None or not await self.tg.is_admin(group, user.id):
+            await query.answer(self._plain(t("telegram.button.admins_only")), show_alert=True)
+            return
+        await query.answer()
+        name, *tokens = line.split()
+        replies = await dispatch(await self._context(group, user), name, tokens)
+        if chat.type in GROUPS:
+            await self.answer_in_group(chat.id, user, replies, name, False)
+        else:
+            for reply in replies:
+                await self._reply_private(user.id, reply)
+
+    def _plain(self, text: Text) -> str:
+        return self.tg.label(text)[:200]

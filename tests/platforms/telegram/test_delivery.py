@@ -1,0 +1,185 @@
+"""Outbox delivery on Telegram: announcements, rewards, buttons, pacing, 429s, restarts."""
+
+import socket
+
+import pytest
+
+from bot.engine.clock import DAY
+from bot.engine.models import OutboxItem
+from bot.engine.notify import to_channel
+from bot.engine.text import t
+from bot.platforms.base import DeliveryError
+from tests.platforms.telegram.conftest import World, texts
+from tests.platforms.telegram.helpers import INVITE, group_with_member, invite_link
+
+
+async def converted_referral(world: World, *admin_lines: str) -> tuple[int, dict, dict]:
+    """Alice brings Bob, Bob posts once and stays a day: the referral converts."""
+    fake = world.fake
+    group, owner, alice = await group_with_member(world)
+    for line in ("/set min-days 0", "/set min-messages 1", *admin_lines):
+        fake.say(group, owner, line)
+    await world.settle()
+    link = await invite_link(world, group, alice)
+    bob = fake.user("Bob")
+    fake.join(group, bob, link)
+    fake.say(group, bob, "hello everyone")
+    await world.settle()
+    return group, owner, alice
+
+
+async def test_a_tier_reached_is_announced_once(world: World):
+    group, _owner, alice = await converted_referral(
+        world, "/tier_add Bronze 1 points 10", "/set announce-channel general"
+    )
+    sent = await world.advance(DAY)
+    assert texts(sent, group) == ["🎉 Alice reached Bronze! Reward: 10 points."]
+    dms = texts(sent, alice["id"])
+    assert any(m.startswith("Bob now counts as your referral.") for m in dms)
+    assert any(m.startswith("You reached Bronze: 10 points.") for m in dms)
+    assert texts(await world.advance(DAY), group) == []  # never announced twice
+    announcement = next(s for s in world.fake.sent if s.text.startswith("🎉"))
+    assert f'<a href="tg://user?id={alice["id"]}">Alice</a>' in announcement.html
+
+
+async def test_channel_access_reward_is_a_single_use_link_by_private_message(world: World):
+    fake = world.fake
+    vip = fake.add_channel("VIP lounge", username="viplounge")
+    group, _owner, alice = await converted_referral(world, f"/tier_add VIP 1 channel_access {vip}")
+    await world.advance(DAY)
+    fake.say(group, alice, "/redeem")
+    sent = await world.settle()
+    [confirm, link_dm] = texts(sent, alice["id"])
+    assert "your personal invite to" in confirm
+    assert link_dm.startswith(f"Your personal invite to {vip}: https://t.me/+")
+    link = fake.links[INVITE.search(link_dm).group(0)]
+    assert link.chat_id == vip and link.member_limit == 1
+    fake.say(group, alice, "/redeem")
+    assert texts(await world.settle(), alice["id"]) == [
+        "You have no rewards to redeem yet. Check your progress with /status."
+    ]
+    assert len([s for s in fake.sent if s.text.startswith("Your personal invite")]) == 1
+
+
+async def test_roles_are_never_delivered_on_telegram(world: World):
+    assert world.tg is not None
+    item = OutboxItem(1, "telegram", "grant_role", {"community": "-1", "user": "1", "role": "x"},
+                      "role:1", 0)  # fmt: skip
+    with pytest.raises(DeliveryError) as refused:
+        await world.tg.deliver(item)
+    assert refused.value.retryable is False
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_a_429_delays_only_the_affected_item(world: World):
+    fake = world.fake
+    owner = fake.user("Olga", started=True)
+    first = fake.add_group("First", owner)
+    second = fake.add_group("Second", owner)
+    await world.settle()
+    fake.fail_next(first, retry_after=3)
+    fake.join(first, fake.user("Ann"))
+    fake.join(second, fake.user("Ben"))
+    sent = await world.settle()
+    assert texts(sent, first) == [] and texts(sent, second) == ["Welcome to Second, Ben!"]
+    assert fake.forced_answered == [(first, 3)]
+    world.clock.advance(2)
+    assert texts(await world.settle(), first) == []  # still waiting out the 429
+    world.clock.advance(2)
+    assert texts(await world.settle(), first) == ["Welcome to First, Ann!"]
+    world.clock.advance(600)
+    assert await world.settle() == []
+    assert [s.text for s in fake.sent].count("Welcome to First, Ann!") == 1
+    assert [s.text for s in fake.sent].count("Welcome to Second, Ben!") == 1
+
+
+async def test_a_burst_to_one_group_is_paced_under_the_group_limit(world: World):
+    fake = world.fake
+    group, _owner, _alice = await group_with_member(world)
+    assert world.app is not None
+    community = await world.app.engine.community(world.tg.ref(group))
+    now = world.clock.now()
+    rows = [
+        to_channel(community, None, t("leaderboard.empty"), "en", f"burst:{i}", now)
+        for i in range(22)
+    ]
+    await world.app.db.write(lambda repo: repo.add_outbox(rows))
+    sent = await world.settle()
+    assert len(texts(sent, group)) == 20 - 2  # the set-up message and the welcome came first
+    world.clock.advance(5)  # the group's window has passed (its limit is 20 per "minute")
+    sent = await world.settle()
+    assert len(texts(sent, group)) == 4
+    assert fake.too_many == []
+
+
+async def test_moderator_buttons_run_their_command_for_admins_only(world: World):
+    fake = world.fake
+    group, owner, alice = await group_with_member(world)
+    assert world.app is not None
+    community = await world.app.engine.community(world.tg.ref(group))
+    long_line = "code " + "ABCDE-FGHJK " * 6
+    buttons = ((t("leaderboard.period.week"), "leaderboard week"), (t("program.off"), long_line))
+    row = to_channel(community, None, t("leaderboard.empty"), "en", "buttons:1",
+                     world.clock.now(), buttons)  # fmt: skip
+    await world.app.db.write(lambda repo: repo.add_outbox([row]))
+    await world.settle()
+    message = fake.sent[-1]
+    keyboard = message.reply_markup["inline_keyboard"]
+    assert [row[0]["text"] for row in keyboard] == ["this week", "off"]
+    assert keyboard[0][0]["callback_data"] == "leaderboard week"
+    assert len(keyboard[1][0]["callback_data"].encode()) <= 64
+
+    fake.press(message, alice, "leaderboard week")
+    sent = await world.settle()
+    assert texts(sent, group) == []
+    assert fake.answered[-1]["text"] == "Only the group's administrators can use this button."
+
+    fake.press(message, owner, "leaderboard week")
+    sent = await world.settle()
+    assert texts(sent, group)[0].startswith("Top referrers (this week):")
+    assert "text" not in fake.answered[-1]
+
+    fake.press(message, owner, keyboard[1][0]["callback_data"])
+    sent = await world.settle()
+    assert texts(sent, owner["id"]) == [  # the long line ran, as the presser
+        "code is too long (71 characters); at most 40 are allowed."
+    ]
+
+
+async def test_updates_that_arrive_while_stopped_are_processed_after_a_restart(world: World):
+    fake = world.fake
+    group, _owner, alice = await group_with_member(world)
+    link = await invite_link(world, group, alice)
+    await world.close()
+    bob = fake.user("Bob")
+    fake.join(group, bob, link)
+    fake.say(group, bob, "anyone here?")
+    await world.open()
+    sent = await world.settle()
+    assert texts(sent, group) == ["Welcome to Fans, Bob! You were invited by Alice."]
+    assert [m for m, p in fake.calls if m == "deleteWebhook"]
+    assert all(not p.get("drop_pending_updates") for p in fake.called("deleteWebhook"))
+
+
+async def test_webhook_mode_receives_updates_with_the_secret(
+    sqlite_url: str, fake, monkeypatch: pytest.MonkeyPatch
+):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "s3cret")
+    world = World(sqlite_url, fake)
+    await world.open(
+        mode="webhook",
+        webhook_url=f"http://127.0.0.1:{port}/telegram/hook",
+        webhook_port=port,
+    )
+    try:
+        owner = fake.user("Olga")
+        group = fake.add_group("Hooked", owner)
+        sent = await world.settle()
+        assert texts(sent, group)[0].startswith("I'm set up in Hooked.")
+        assert fake.webhook is not None and fake.webhook["secret_token"] == "s3cret"
+        assert fake.called("getUpdates") == []
+    finally:
+        await world.close()
