@@ -425,40 +425,13 @@ class Repository:
     async def active_members(self, community_id: int) -> list[tuple[Membership, Participant]]:
         """Everyone stored as currently in a community."""
         rows = await self._rows(
-            sa.select(memberships, participants)
-            .join(participants, participants.c.id == memberships.c.participant_id)
-            .where(memberships.c.community_id == community_id, memberships.c.left_at.is_(None))
+            sa.select(memberships).where(
+                memberships.c.community_id == community_id, memberships.c.left_at.is_(None)
+            )
         )
-        out = []
-        for r in rows:
-            m = r._mapping
-            membership = Membership(
-                id=m[memberships.c.id],
-                participant_id=m[memberships.c.participant_id],
-                community_id=m[memberships.c.community_id],
-                joined_at=m[memberships.c.joined_at],
-                left_at=None,
-                first_joined_at=m[memberships.c.first_joined_at],
-                join_count=m[memberships.c.join_count],
-                message_count=m[memberships.c.message_count],
-                roles=tuple(x for x in m[memberships.c.roles].split("\n") if x),
-            )
-            person = Participant(
-                id=m[participants.c.id],
-                program_id=m[participants.c.program_id],
-                platform=m[participants.c.platform],
-                user_id=m[participants.c.user_id],
-                display_name=m[participants.c.display_name],
-                locale=m[participants.c.locale],
-                account_created_at=m[participants.c.account_created_at],
-                first_joined_at=m[participants.c.first_joined_at],
-                origin=m[participants.c.origin],
-                message_count=m[participants.c.message_count],
-                banned_at=m[participants.c.banned_at],
-                code_lock_until=m[participants.c.code_lock_until],
-            )
-            out.append((membership, person))
-        return out
+        here = [_membership(r) for r in rows]
+        people = await self.participants(m.participant_id for m in here)
+        return [(m, people[m.participant_id]) for m in here]
 
     async def insert_memberships(self, rows: list[dict[str, Any]]) -> None:
         await self._executemany(memberships.insert(), rows)

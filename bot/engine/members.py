@@ -54,6 +54,30 @@ def _participant_row(program_id: int, platform: str, user: UserRef, now: int, or
     }
 
 
+def _membership_row(
+    participant_id: int,
+    community_id: int,
+    now: int,
+    *,
+    joined: bool,
+    source: str = "existing",
+    details: str | None = None,
+    roles: str = "",
+) -> dict:
+    """A new membership: from a join event (``joined``), or someone found already there."""
+    return {
+        "participant_id": participant_id,
+        "community_id": community_id,
+        "joined_at": now if joined else None,
+        "left_at": None,
+        "first_joined_at": now,
+        "join_source": source,
+        "join_details": details,
+        "message_count": 0,
+        "roles": roles,
+    }
+
+
 def _is_active(memberships: Sequence[Membership]) -> bool:
     return any(m.left_at is None for m in memberships)
 
@@ -178,17 +202,15 @@ async def process_joins(
             )
         else:
             new_memberships.append(
-                {
-                    "participant_id": person.id,
-                    "community_id": c.id,
-                    "joined_at": now,
-                    "left_at": None,
-                    "first_joined_at": now,
-                    "join_source": e.source.value,
-                    "join_details": details,
-                    "message_count": 0,
-                    "roles": roles,
-                }
+                _membership_row(
+                    person.id,
+                    c.id,
+                    now,
+                    joined=True,
+                    source=e.source.value,
+                    details=details,
+                    roles=roles,
+                )
             )
         if e.source == JoinSource.AMBIGUOUS and s.detects("ambiguous"):
             names = []
@@ -414,23 +436,28 @@ async def _greet(repo: Repository, ctx: EngineContext, greetings: list[Greeting]
                 )
             )
         if referrer is not None:
-            rows.append(
-                to_user(
-                    c,
-                    referrer.user_id,
-                    t(
-                        "dm.referrer_joined",
-                        member=person.display_name,
-                        community=c.name,
-                        min_days=t("days", count=s.min_days),
-                        min_messages=t("messages", count=s.min_messages),
-                    ),
-                    communities.locale_of(s, referrer.locale),
-                    f"referrer-joined:{person.id}",
-                    now,
-                )
-            )
+            rows.append(referrer_notice(c, referrer, person, s, now))
     await repo.add_outbox(rows)
+
+
+def referrer_notice(
+    c: Community, referrer: Participant, person: Participant, s: ProgramSettings, now: int
+) -> dict:
+    """Tell a referrer someone joined with their code, and what still has to happen."""
+    return to_user(
+        c,
+        referrer.user_id,
+        t(
+            "dm.referrer_joined",
+            member=person.display_name,
+            community=c.name,
+            min_days=t("days", count=s.min_days),
+            min_messages=t("messages", count=s.min_messages),
+        ),
+        communities.locale_of(s, referrer.locale),
+        f"referrer-joined:{person.id}",
+        now,
+    )
 
 
 async def ensure_codes(
@@ -569,18 +596,7 @@ async def flush_activity(
         m = next((m for m in mships.get(person.id, []) if m.community_id == c.id), None)
         if m is None:
             row = new_memberships.setdefault(
-                (c.id, person.id),
-                {
-                    "participant_id": person.id,
-                    "community_id": c.id,
-                    "joined_at": None,
-                    "left_at": None,
-                    "first_joined_at": now,
-                    "join_source": "existing",
-                    "join_details": None,
-                    "message_count": 0,
-                    "roles": "",
-                },
+                (c.id, person.id), _membership_row(person.id, c.id, now, joined=False)
             )
             row["message_count"] += a.count
             if a.roles is not None:
@@ -658,19 +674,7 @@ async def touch(
     here = next((m for m in mine if m.community_id == c.id), None)
     if here is None:
         await repo.insert_memberships(
-            [
-                {
-                    "participant_id": person.id,
-                    "community_id": c.id,
-                    "joined_at": None,
-                    "left_at": None,
-                    "first_joined_at": now,
-                    "join_source": "existing",
-                    "join_details": None,
-                    "message_count": 0,
-                    "roles": "\n".join(roles or ()),
-                }
-            ]
+            [_membership_row(person.id, c.id, now, joined=False, roles="\n".join(roles or ()))]
         )
     elif roles is not None and tuple(roles) != here.roles:
         await repo.update_memberships([{"mid": here.id, "roles": "\n".join(roles)}])

@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from bot.engine import codes as codes_mod
-from bot.engine import communities, rewards
+from bot.engine import communities, members, rewards
 from bot.engine.clock import DAY
 from bot.engine.context import EngineContext
 from bot.engine.errors import UserError
@@ -113,24 +113,7 @@ async def claim_code(
         repo, [created], {owner.id: owner, person.id: person}, {community.program_id: s}, now
     )
     await review.record(repo, ctx, flags, now)
-    await repo.add_outbox(
-        [
-            to_user(
-                community,
-                owner.user_id,
-                t(
-                    "dm.referrer_joined",
-                    member=person.display_name,
-                    community=community.name,
-                    min_days=t("days", count=s.min_days),
-                    min_messages=t("messages", count=s.min_messages),
-                ),
-                communities.locale_of(s, owner.locale),
-                f"referrer-joined:{person.id}",
-                now,
-            )
-        ]
-    )
+    await repo.add_outbox([members.referrer_notice(community, owner, person, s, now)])
     return ClaimResult(referrer=owner.display_name)
 
 

@@ -87,22 +87,11 @@ async def on_new_referrals(
         if s.detects("self-referral"):
             ids = {r.referrer_id for r in refs} | {r.referred_id for r in refs}
             linked = await repo.linked_identities(program_id, ids)
-            for r in refs:
-                if (r.referrer_id, r.referred_id) in linked:
-                    flags.append(
-                        NewFlag(
-                            program_id,
-                            r.id,
-                            r.referred_id,
-                            "self-referral",
-                            t(
-                                "fraud.reason.self_referral",
-                                member=people[r.referred_id].display_name,
-                                referrer=people[r.referrer_id].display_name,
-                            ),
-                            f"self-referral:{r.id}",
-                        )
-                    )
+            flags += [
+                self_referral_flag(r, people)
+                for r in refs
+                if (r.referrer_id, r.referred_id) in linked
+            ]
         if s.detects("young-account"):
             for r in refs:
                 created = people[r.referred_id].account_created_at
@@ -197,6 +186,17 @@ async def _rings(
                 )
             )
     return flags
+
+
+def self_referral_flag(r: Referral, people: dict[int, Participant]) -> NewFlag:
+    reason = t(
+        "fraud.reason.self_referral",
+        member=people[r.referred_id].display_name,
+        referrer=people[r.referrer_id].display_name,
+    )
+    return NewFlag(
+        r.program_id, r.id, r.referred_id, "self-referral", reason, f"self-referral:{r.id}"
+    )
 
 
 def rejoin_flag(

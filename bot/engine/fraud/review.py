@@ -14,7 +14,7 @@ from bot.engine import communities, referrals
 from bot.engine.clock import DAY
 from bot.engine.context import EngineContext
 from bot.engine.errors import UserError
-from bot.engine.fraud.detectors import NewFlag, combined_risk
+from bot.engine.fraud.detectors import NewFlag, combined_risk, self_referral_flag
 from bot.engine.leaderboard import period_keys
 from bot.engine.models import (
     Community,
@@ -474,21 +474,7 @@ async def link_accounts(
         await record(
             repo,
             ctx,
-            [
-                NewFlag(
-                    community.program_id,
-                    r.id,
-                    r.referred_id,
-                    "self-referral",
-                    t(
-                        "fraud.reason.self_referral",
-                        member=people[r.referred_id].display_name,
-                        referrer=people[r.referrer_id].display_name,
-                    ),
-                    f"self-referral:{r.id}",
-                )
-                for r in between
-            ],
+            [self_referral_flag(r, people) for r in between],
             now,
         )
     await _audit(
