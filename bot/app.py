@@ -132,7 +132,7 @@ class App:
         )
         self.engine = ReferralEngine(self.db, self.ctx)
         self.outbox = OutboxWorker(self.db, self.platforms, self.clock, settings.outbox)
-        self.db.writer.on_commit.append(self.outbox.wake)
+        self.db.writer.on_outbox.append(self.outbox.wake)
         self.scheduler: AsyncIOScheduler | None = None
         self._outbox_task: asyncio.Task | None = None
 

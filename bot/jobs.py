@@ -77,7 +77,10 @@ async def run_all(app: App) -> None:
 
 
 def schedule(scheduler: AsyncIOScheduler, app: App) -> None:
+    """Every job but delivery: a running app has its own outbox worker, woken by each commit."""
     for job in JOBS:
+        if job.name == "outbox_delivery":
+            continue
         seconds = getattr(app.settings.jobs, job.interval_setting)
         scheduler.add_job(
             run_job,

@@ -176,6 +176,7 @@ class Repository:
         self.conn = conn
         self.dialect = conn.dialect.name
         self.hooks: list[Callable[[], None]] = []
+        self.outbox_added = False  # this transaction queued deliveries: wake the outbox worker
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -1203,6 +1204,7 @@ class Repository:
 
     async def add_outbox(self, rows: list[dict[str, Any]]) -> None:
         """Queue effects; a row whose dedupe key is already queued is skipped (exactly once)."""
+        self.outbox_added = self.outbox_added or bool(rows)
         for chunk in _chunks(rows):
             await self.conn.execute(self._insert(outbox).on_conflict_do_nothing(), list(chunk))
 

@@ -55,7 +55,8 @@ class Writer:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
-        self.on_commit: list[Callable[[], None]] = []
+        # Called after a commit that queued outbox rows (the delivery worker listens).
+        self.on_outbox: list[Callable[[], None]] = []
         self.transactions = 0  # for benchmarks and tests: how many commits served the callers
 
     def start(self) -> None:
@@ -121,8 +122,6 @@ class Writer:
                 hook()
             except Exception:
                 log.exception("event=writer.after_commit_failed")
-        for listener in self.on_commit:
-            listener()
         for job, (ok, value) in zip(group, outcomes, strict=True):
             if job.future.done():
                 continue
@@ -140,7 +139,10 @@ class Writer:
             repo = self._make_repo(conn)
             for run in runs:
                 outcomes.extend(await self._run(conn, repo, run))
-        return outcomes, repo.hooks
+        hooks = list(repo.hooks)
+        if repo.outbox_added:
+            hooks += self.on_outbox
+        return outcomes, hooks
 
     async def _run(
         self, conn: AsyncConnection, repo: Repository, run: list[_Job]

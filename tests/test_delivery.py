@@ -1,6 +1,9 @@
 """The outbox: retried with backoff, never lost, never shown twice."""
 
+from bot.engine import notify
 from bot.engine.clock import MINUTE
+from bot.engine.models import Community
+from bot.engine.text import t
 from bot.platforms.base import DeliveryError
 from tests.conftest import Harness
 
@@ -62,3 +65,62 @@ async def test_a_crash_after_sending_does_not_show_a_message_twice(harness: Harn
     for item in again:
         await harness.console.deliver(item)
     assert harness.lines.count("[bot -> #lounge] Welcome to lounge, @alice!") == 1
+
+
+class Lanes:
+    """A platform whose lanes are users: bob's first note fails once."""
+
+    name = "console"
+
+    def __init__(self, console):
+        self.console, self.capabilities = console, console.capabilities
+        self.sent: list[str] = []
+        self.failed_once = False
+
+    async def start(self, app):
+        pass
+
+    async def stop(self):
+        pass
+
+    def lane(self, item):
+        return item.payload.get("user", "")
+
+    async def deliver(self, item):
+        if item.dedupe_key == "note:bob:1" and not self.failed_once:
+            self.failed_once = True
+            raise DeliveryError("busy", retry_after=3, counts_as_attempt=False)
+        self.sent.append(f"{item.payload.get('user')}:{item.dedupe_key}")
+
+
+async def test_a_lane_keeps_its_order_while_other_lanes_go_on(harness: Harness):
+    lanes = Lanes(harness.console)
+    harness.app.outbox.platforms["console"] = lanes
+    for user in ("alice", "bob"):
+        await harness.console.join(user)  # each gets a welcome DM, then a code reminder
+        await harness.say(user, "/invite")
+    community = Community(1, "console", "lounge", "lounge", 1)
+    await harness.engine.store.write(
+        lambda repo: repo.add_outbox(
+            [
+                notify.to_user(community, who, t("days", count=n), "en", f"note:{who}:{n}", 0)
+                for who in ("alice", "bob")
+                for n in (1, 2, 3)
+            ]
+        )
+    )
+    await harness.app.outbox.drain()
+    bobs = [s for s in lanes.sent if s.startswith("bob:note")]
+    assert [s for s in lanes.sent if s.startswith("alice:note")] == [
+        "alice:note:alice:1",
+        "alice:note:alice:2",
+        "alice:note:alice:3",
+    ]
+    assert bobs == []  # bob's lane waits for its first item's retry, in order
+    harness.clock.advance(3)
+    await harness.app.outbox.drain()
+    assert [s for s in lanes.sent if s.startswith("bob:note")] == [
+        "bob:note:bob:1",
+        "bob:note:bob:2",
+        "bob:note:bob:3",
+    ]

@@ -19,11 +19,18 @@ class DeliveryError(Exception):
     """
 
     def __init__(
-        self, message: str, *, retryable: bool = True, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        counts_as_attempt: bool = True,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        # False for pacing ("not now, in 2 s"): waiting for a rate limit is not a failure.
+        self.counts_as_attempt = counts_as_attempt
 
 
 class Platform(Protocol):
@@ -46,3 +53,13 @@ class Platform(Protocol):
     async def create_referral_link(self, community: Community, code: str) -> str:
         """A shareable link that attributes joins to ``code`` (a personal invite on Discord...)."""
         ...
+
+
+def lane_of(platform: Platform, item: OutboxItem) -> str:
+    """Items in one lane are delivered in order; lanes are delivered in parallel.
+
+    A platform may define ``lane(item) -> str`` (Telegram: the target chat, whose own rate
+    limit is the real ceiling); without it all of a platform's items share one lane.
+    """
+    lane = getattr(platform, "lane", None)
+    return f"{item.platform}:{lane(item) if lane is not None else ''}"

@@ -245,7 +245,9 @@ class TelegramPlatform:
         group = chat_id < 0
         wait = self.pacer.wait(chat_id, group)
         if wait > self.defer_after:
-            raise DeliveryError(f"{what}: chat busy for {wait:.2f}s", retry_after=wait)
+            raise DeliveryError(
+                f"{what}: chat busy for {wait:.2f}s", retry_after=wait, counts_as_attempt=False
+            )
         try:
             async with self.pacer.slot(chat_id, group):
                 await self._send(chat_id, html, markup)
@@ -265,6 +267,14 @@ class TelegramPlatform:
         if channel == "moderators" and self.settings.moderators_chat_id:
             return int(self.settings.moderators_chat_id)
         return int(community)
+
+    def lane(self, item: OutboxItem) -> str:
+        """The outbox delivers one chat's items in order and different chats in parallel:
+        each chat's own limit (1/s, 20/min in groups) is the real ceiling, not the bot's."""
+        p = item.payload
+        if item.kind == "message":
+            return str(self.target_chat(p["community"], p.get("channel")))
+        return f"user:{p.get('user', '')}"
 
     async def deliver(self, item: OutboxItem) -> None:
         if item.dedupe_key in self.delivered:

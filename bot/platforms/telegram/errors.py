@@ -23,7 +23,9 @@ def delivery_error(exc: TelegramError, what: str) -> DeliveryError:
     """429 waits (only this item); blocked, kicked or unknown chats are final; outages retry."""
     if isinstance(exc, RetryAfter):
         wait = retry_seconds(exc)
-        return DeliveryError(f"{what}: 429, retry after {wait:g}s", retry_after=wait)
+        return DeliveryError(
+            f"{what}: 429, retry after {wait:g}s", retry_after=wait, counts_as_attempt=False
+        )
     if isinstance(exc, Forbidden | BadRequest):  # BadRequest is a NetworkError: test it first
         return DeliveryError(f"{what}: {exc.message}", retryable=False)
     if isinstance(exc, NetworkError):

@@ -194,6 +194,7 @@ class Handlers:
             make_link=self.tg.create_referral_link,
             capabilities=self.tg.capabilities,
             diagnose=lambda: self.tg.diagnose(chat_id),
+            usage_of=render.telegram_usage,
         )
 
     async def on_command(self, update: Update, _context: Context) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.engine.text import Mention
-from commands.registry import REGISTRY
+from commands.registry import REGISTRY, Command
 
 CALLBACK_LIMIT = 64  # bytes of callback_data Telegram keeps
 
@@ -29,6 +29,11 @@ def mention(m: Mention) -> str:
 def tg_command(name: str) -> str:
     """Telegram command names allow only a-z, 0-9 and _: `tier-add` is typed `/tier_add`."""
     return name.replace("-", "_")
+
+
+def telegram_usage(command: Command) -> str:
+    """How a command is typed in Telegram, where names can't contain '-': /tier_add ..."""
+    return "/" + tg_command(command.name) + command.usage()[len(command.name) :]
 
 
 def neutral_command(name: str) -> str:

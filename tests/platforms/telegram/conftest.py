@@ -53,6 +53,7 @@ class World:
             limits=PACING,
             pacer_clock=self.pacer_clock,
             poll_timeout=1,
+            defer_after=3.0 / SPEED,  # scaled like the limits
         )
         self.app = App(settings, [self.tg], clock=self.clock)
         await self.app.open()
