@@ -528,6 +528,18 @@ class ReferralEngine:
 
         return await self.store.read(op)
 
+    async def record_action(
+        self, ref: CommunityRef, actor: Actor, action: str, details: dict
+    ) -> None:
+        """A moderator's action taken on the platform itself (e.g. a held join request)."""
+
+        async def fn(repo: Repository, c: Community) -> None:
+            await repo.add_audit(
+                c.program_id, c.id, str(actor), action, details, self.ctx.clock.now()
+            )
+
+        await self._admin(ref, fn)
+
     async def run_review_deadlines(self) -> int:
         return await self.store.write(lambda repo: review.enforce_deadlines(repo, self.ctx))
 

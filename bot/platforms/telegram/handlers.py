@@ -12,7 +12,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from telegram import Chat, ChatMemberUpdated, Message, MessageEntity, Update, User
+from telegram import (
+    CallbackQuery,
+    Chat,
+    ChatMemberUpdated,
+    Message,
+    MessageEntity,
+    Update,
+    User,
+)
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -27,6 +35,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot.engine.admin import Actor
 from bot.engine.events import JoinSource, MemberJoined, MemberLeft, MessagePosted, UserRef
 from bot.engine.text import Mention, Text, t
 from bot.platforms.telegram import links, render
@@ -39,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 GROUPS = (ChatType.GROUP, ChatType.SUPERGROUP)
+JOIN_REQUEST = "jr:"  # callback data of the held join request buttons: jr:<a|d>:<chat>:<user>
 Context = ContextTypes.DEFAULT_TYPE
 
 
@@ -62,6 +72,7 @@ class Handlers:
     def __init__(self, tg: TelegramPlatform) -> None:
         self.tg = tg
         self._requested: dict[tuple[int, int], str] = {}  # approved join request -> its code
+        self._held: dict[tuple[int, int], str | None] = {}  # join requests waiting for review
 
     @property
     def engine(self):  # noqa: ANN201 - the engine type lives behind the app
@@ -142,12 +153,71 @@ class Handlers:
             await self.engine.member_left(MemberLeft(ref, str(user.id)))
 
     async def hold_join_request(self, chat: Chat, user: UserRef, code: str | None) -> bool:
-        """Hook for moderator review of join requests: True keeps the request waiting.
+        """In the program's ``hold`` risk mode a join request waits for a moderator.
 
-        No program setting asks for review yet, so every request is approved. The fraud work
-        switches this on (a program setting) and approves or declines from the review buttons.
+        Telegram keeps the request pending; the moderators' chat (telegram.moderators_chat_id,
+        else the group) gets Approve / Decline buttons that only the group's admins can use.
         """
-        return False
+        settings, _tiers = await self.engine.rules(community_ref(chat.id, chat.title))
+        if settings.risk_mode != "hold":
+            return False
+        self._held[(chat.id, int(user.user_id))] = code
+        where = int(self.tg.settings.moderators_chat_id or chat.id)
+        referrer = (
+            t("telegram.join_request.via_link") if code else t("telegram.join_request.no_link")
+        )
+        text = t(
+            "telegram.join_request.held",
+            member=Mention(user.user_id, user.display_name),
+            community=chat.title or str(chat.id),
+            via=referrer,
+        )
+        buttons = (
+            (t("fraud.button.approve"), f"{JOIN_REQUEST}a:{chat.id}:{user.user_id}"),
+            (t("fraud.button.reject"), f"{JOIN_REQUEST}d:{chat.id}:{user.user_id}"),
+        )
+        markup = render.keyboard(
+            [(self.tg.label(label), data) for label, data in buttons], self.tg.callbacks
+        )
+        try:
+            await self.tg.say(where, self.tg.render(text), markup)
+        except TelegramError as exc:  # nobody could review it: let the member in, as before
+            log.warning("event=telegram.hold_failed chat=%s error=%s", where, exc.message)
+            self._held.pop((chat.id, int(user.user_id)), None)
+            return False
+        return True
+
+    async def _decide_join_request(self, query: CallbackQuery, data: str) -> None:
+        """A moderator pressed Approve or Decline on a held join request."""
+        verdict, chat_text, user_text = data[len(JOIN_REQUEST) :].split(":")
+        chat_id, user_id, presser = int(chat_text), int(user_text), query.from_user
+        if not await self.tg.is_admin(chat_id, presser.id):
+            await query.answer(self._plain(t("telegram.button.admins_only")), show_alert=True)
+            return
+        approve = verdict == "a"
+        try:
+            if approve:
+                await self.tg.bot.approve_chat_join_request(chat_id, user_id)
+            else:
+                await self.tg.bot.decline_chat_join_request(chat_id, user_id)
+        except TelegramError as exc:
+            await query.answer(self._plain(t("telegram.join_request.gone")), show_alert=True)
+            log.info("event=telegram.join_request_gone chat=%s error=%s", chat_id, exc.message)
+            return
+        code = self._held.pop((chat_id, user_id), None)
+        if approve and code is not None:
+            self._requested[(chat_id, user_id)] = code
+        await query.answer(
+            self._plain(
+                t("telegram.join_request.approved" if approve else "telegram.join_request.declined")
+            )
+        )
+        await self.engine.record_action(
+            community_ref(chat_id, None),
+            Actor(str(presser.id), presser.full_name),
+            "join_request.approved" if approve else "join_request.declined",
+            {"user": str(user_id)},
+        )
 
     async def on_join_request(self, update: Update, _context: Context) -> None:
         request = update.chat_join_request
@@ -309,6 +379,9 @@ class Handlers:
         if query is None or query.message is None:
             return
         user, chat = query.from_user, query.message.chat
+        if (query.data or "").startswith(JOIN_REQUEST):
+            await self._decide_join_request(query, query.data or "")
+            return
         line = self.tg.callbacks.command_for(query.data or "")
         if line is None or not line.split():
             await query.answer(self._plain(t("telegram.button.expired")), show_alert=True)

@@ -1,5 +1,6 @@
 """Joins attributed by the bot's own links: personal links, deep links, join requests."""
 
+from bot.engine.admin import Actor
 from tests.platforms.telegram.conftest import World, texts
 from tests.platforms.telegram.helpers import INVITE, group_with_member, invite_link
 
@@ -91,3 +92,27 @@ async def test_a_join_request_is_attributed_and_approved(world: World):
     sent = await world.settle()
     assert fake.approved == [(group, bob["id"])]
     assert texts(sent, group) == ["Welcome to Fans, Bob! You were invited by Alice."]
+
+
+async def test_in_hold_mode_a_join_request_waits_for_a_moderator(world: World):
+    fake = world.fake
+    group, owner, alice = await group_with_member(world)
+    await world.app.engine.set_setting(
+        world.app.platforms["telegram"].ref(group), Actor("o", "Olga"), "risk-mode", "hold"
+    )
+    link = await invite_link(world, group, alice)
+    fake.links[link].creates_join_request = True
+    bob = fake.user("Bob")
+    fake.join(group, bob, link)
+    await world.settle()
+    assert fake.approved == []  # held: Telegram keeps the request pending
+    [ask] = [s for s in fake.sent if "asks to join" in s.text]
+    assert "Bob asks to join Fans (through a member's personal link)" in ask.text
+    approve = ask.reply_markup["inline_keyboard"][0][0]["callback_data"]
+    fake.press(ask, alice, approve)  # a member can't decide
+    await world.settle()
+    assert fake.approved == []
+    fake.press(ask, owner, approve)  # the group's admin can
+    sent = await world.settle()
+    assert fake.approved == [(group, bob["id"])]
+    assert "Welcome to Fans, Bob! You were invited by Alice." in texts(sent, group)
