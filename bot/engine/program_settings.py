@@ -103,17 +103,15 @@ def _channel(field: str, raw: str) -> str | None:
     return value.lstrip("#")
 
 
-def _template(field: str, raw: str, max_len: int, placeholders: tuple[str, ...]) -> str:
+def _template(field: str, raw: str, max_len: int, names: tuple[str, ...]) -> str:
     text = check_text(field, raw, max_len, multiline=True)
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+        used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
     except ValueError:
-        raise UserError(
-            "setting.bad_template", field=field, allowed=_braces(placeholders)
-        ) from None
-    unknown = names - set(placeholders)
+        raise UserError("setting.bad_template", field=field, allowed=_braces(names)) from None
+    unknown = used - set(names)
     if unknown:
-        raise UserError("setting.bad_template", field=field, allowed=_braces(placeholders))
+        raise UserError("setting.bad_template", field=field, allowed=_braces(names))
     return text
 
 
