@@ -36,6 +36,7 @@ class EngineRun:
     outbox: list[tuple]  # the outbox rows the joins produced, in order
     # (community_id, program_id, external_id, owner user_id, code), one per community
     owners: list[tuple[int, int, str, str, str]]
+    flags: list[tuple]  # the fraud flags the burst raised (a burst is what velocity looks for)
 
 
 def _community(i: int) -> CommunityRef:
@@ -78,6 +79,7 @@ async def run_engine(path: Path) -> EngineRun:
             codes[c] = info.code
         events = _events(codes)
         outbox_before = _count(path, "outbox")
+        flags_before = _count(path, "fraud_flags")
         before = app.db.writer.transactions
         latencies: list[float] = []
         credited = 0
@@ -97,6 +99,11 @@ async def run_engine(path: Path) -> EngineRun:
             " FROM outbox ORDER BY id LIMIT -1 OFFSET ?",
             (outbox_before,),
         ).fetchall()
+        flags = db.execute(
+            "SELECT program_id, referral_id, participant_id, detector, score, reason, status,"
+            " created_at, dedupe_key FROM fraud_flags ORDER BY id LIMIT -1 OFFSET ?",
+            (flags_before,),
+        ).fetchall()
         owners = db.execute(
             "SELECT c.id, c.program_id, c.external_id, p.user_id, rc.code FROM communities c"
             " JOIN memberships m ON m.community_id = c.id"
@@ -106,7 +113,7 @@ async def run_engine(path: Path) -> EngineRun:
         ).fetchall()
     finally:
         db.close()
-    return EngineRun(seconds, latencies, transactions, credited, outbox, owners)
+    return EngineRun(seconds, latencies, transactions, credited, outbox, owners, flags)
 
 
 def _count(path: Path, table: str) -> int:
@@ -222,29 +229,47 @@ def run_plain(path: Path, engine: EngineRun) -> float:
             " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+        # ...and the fraud flags the burst raised (velocity), spread the same way.
+        marks = engine.flags[len(engine.flags) * k // JOINS : len(engine.flags) * (k + 1) // JOINS]
+        db.executemany(
+            "INSERT INTO fraud_flags (program_id, referral_id, participant_id, detector, score,"
+            " reason, status, created_at, dedupe_key) VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?)",
+            [(f[0], pid, f[3], f[4], f[5], f[6], f[7], f[8]) for f in marks],
+        )
         db.execute("COMMIT")
     seconds = time.perf_counter() - start
     db.close()
     return seconds
 
 
+ROUNDS = 3  # engine and plain loop alternate; the median round is reported (2 cores are noisy)
+
+
 def run() -> Report:
     report = Report(NAME)
-    log(f"{NAME}: engine, {JOINS} joins in waves of {WAVE}")
-    engine = asyncio.run(run_engine(RESULTS / "join.db"))
-    log(f"{NAME}: plain sqlite3 loop, one commit per join")
-    plain_seconds = run_plain(RESULTS / "join_plain.db", engine)
+    rounds = []
+    for r in range(ROUNDS):
+        log(f"{NAME}: round {r + 1}: engine, {JOINS} joins in waves of {WAVE}")
+        engine = asyncio.run(run_engine(RESULTS / "join.db"))
+        log(f"{NAME}: round {r + 1}: plain sqlite3 loop, one commit per join")
+        plain_seconds = run_plain(RESULTS / "join_plain.db", engine)
+        rounds.append((JOINS / engine.seconds / (JOINS / plain_seconds), engine, plain_seconds))
+    rounds.sort(key=lambda x: x[0])
+    ratio, engine, plain_seconds = rounds[len(rounds) // 2]
     engine_rate = JOINS / engine.seconds
     plain_rate = JOINS / plain_seconds
-    ratio = engine_rate / plain_rate
     p50, p99 = percentile(engine.latencies, 50), percentile(engine.latencies, 99)
     report.add("engine joins/s", f"{engine_rate:,.0f}")
     report.add("plain sqlite3 joins/s (1 commit/join)", f"{plain_rate:,.0f}")
-    report.add("ratio engine/plain", f"{ratio:.2f}", ">= 0.5", ratio >= 0.5)
+    report.add("ratio engine/plain (median of 3)", f"{ratio:.2f}", ">= 0.5", ratio >= 0.5)
+    report.add("ratio range over the rounds", f"{rounds[0][0]:.2f} - {rounds[-1][0]:.2f}")
     report.add("engine latency p50 (submit->ack)", ms(p50))
     report.add("engine latency p99 (submit->ack)", ms(p99))
     report.add("writer transactions", f"{engine.transactions:,}")
-    report.add("referrals credited / outbox rows", f"{engine.credited:,} / {len(engine.outbox):,}")
+    report.add(
+        "referrals credited / outbox rows / flags",
+        f"{engine.credited:,} / {len(engine.outbox):,} / {len(engine.flags):,}",
+    )
     report.data = {
         "joins": JOINS,
         "communities": COMMUNITIES,
@@ -261,6 +286,8 @@ def run() -> Report:
         "writer_transactions": engine.transactions,
         "referrals_credited": engine.credited,
         "outbox_rows": len(engine.outbox),
+        "fraud_flags": len(engine.flags),
+        "round_ratios": [x[0] for x in rounds],
         "database": "sqlite (file, WAL, synchronous=NORMAL)",
     }
     return report

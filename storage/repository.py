@@ -354,21 +354,23 @@ class Repository:
     async def participants_by_identity(
         self, keys: Iterable[ParticipantKey]
     ) -> dict[ParticipantKey, Participant]:
-        grouped: dict[tuple[int, str], list[str]] = defaultdict(list)
-        for program_id, platform, user_id in set(keys):
-            grouped[(program_id, platform)].append(user_id)
+        """One query per chunk of user ids, whatever the number of programs in the batch."""
+        wanted = set(keys)
+        programs_ = sorted({k[0] for k in wanted})
+        platforms = sorted({k[1] for k in wanted})
         found: dict[ParticipantKey, Participant] = {}
-        for (program_id, platform), user_ids in grouped.items():
-            for chunk in _chunks(sorted(user_ids)):
-                rows = await self._rows(
-                    sa.select(participants).where(
-                        participants.c.program_id == program_id,
-                        participants.c.platform == platform,
-                        participants.c.user_id.in_(chunk),
-                    )
+        for chunk in _chunks(sorted({k[2] for k in wanted})):
+            rows = await self._rows(
+                sa.select(participants).where(
+                    participants.c.user_id.in_(chunk),
+                    participants.c.platform.in_(platforms),
+                    participants.c.program_id.in_(programs_),
                 )
-                for r in rows:
-                    found[(r.program_id, r.platform, r.user_id)] = _participant(r)
+            )
+            for r in rows:
+                key = (r.program_id, r.platform, r.user_id)
+                if key in wanted:
+                    found[key] = _participant(r)
         return found
 
     async def participant(self, participant_id: int) -> Participant | None:
@@ -1066,16 +1068,13 @@ class Repository:
             out.update({rid: n for rid, n in rows})
         return out
 
-    async def linked_identities(
-        self, program_id: int, participant_ids: Iterable[int]
-    ) -> set[tuple[int, int]]:
+    async def linked_identities(self, participant_ids: Iterable[int]) -> set[tuple[int, int]]:
         """Pairs (a, b), both directions, that an admin linked as one person."""
         ids = sorted(set(participant_ids))
         pairs: set[tuple[int, int]] = set()
         for chunk in _chunks(ids):
             rows = await self._rows(
                 sa.select(identity_links.c.participant_a, identity_links.c.participant_b).where(
-                    identity_links.c.program_id == program_id,
                     sa.or_(
                         identity_links.c.participant_a.in_(chunk),
                         identity_links.c.participant_b.in_(chunk),

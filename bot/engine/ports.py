@@ -246,9 +246,7 @@ class Repository(Protocol):
         """Per referrer: referred members who joined before ``before`` and never posted."""
         ...
 
-    async def linked_identities(
-        self, program_id: int, participant_ids: Iterable[int]
-    ) -> set[tuple[int, int]]:
+    async def linked_identities(self, participant_ids: Iterable[int]) -> set[tuple[int, int]]:
         """Pairs (a, b), both directions, that an admin linked as one person."""
         ...
 

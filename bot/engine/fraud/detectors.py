@@ -74,68 +74,79 @@ async def on_new_referrals(
 ) -> list[NewFlag]:
     """Detectors that judge a referral the moment it exists.
 
-    ``people`` holds at least every referrer and referred member of ``referrals``.
+    ``people`` holds at least every referrer and referred member of ``referrals``. Each query
+    covers the whole batch, whatever the number of programs in it (participant ids are global).
     """
+    refs = [r for r in referrals if settings[r.program_id].risk_mode != "off"]
+    if not refs:
+        return []
     flags: list[NewFlag] = []
-    by_program: dict[int, list[Referral]] = defaultdict(list)
-    for r in referrals:
-        by_program[r.program_id].append(r)
-    for program_id, refs in by_program.items():
-        s = settings[program_id]
-        if s.risk_mode == "off":
-            continue
-        if s.detects("self-referral"):
-            ids = {r.referrer_id for r in refs} | {r.referred_id for r in refs}
-            linked = await repo.linked_identities(program_id, ids)
-            flags += [
-                self_referral_flag(r, people)
-                for r in refs
-                if (r.referrer_id, r.referred_id) in linked
-            ]
-        if s.detects("young-account"):
-            for r in refs:
-                created = people[r.referred_id].account_created_at
-                if created is not None and r.created_at - created < s.young_account_days * DAY:
-                    age = max(0, (r.created_at - created) // DAY)
-                    flags.append(
-                        NewFlag(
-                            program_id,
-                            r.id,
-                            r.referred_id,
-                            "young-account",
-                            t(
-                                "fraud.reason.young_account",
-                                member=people[r.referred_id].display_name,
-                                count=age,
-                                limit=s.young_account_days,
-                            ),
-                            f"young-account:{r.id}",
-                        )
-                    )
-        if s.detects("velocity"):
-            flags += await _velocity(repo, program_id, refs, people, s, now)
-        if s.detects("ring"):
-            flags += await _rings(repo, program_id, refs, people)
+    if any(settings[r.program_id].detects("self-referral") for r in refs):
+        linked = await repo.linked_identities(
+            {r.referrer_id for r in refs} | {r.referred_id for r in refs}
+        )
+        flags += [
+            self_referral_flag(r, people)
+            for r in refs
+            if settings[r.program_id].detects("self-referral")
+            and (r.referrer_id, r.referred_id) in linked
+        ]
+    for r in refs:
+        s = settings[r.program_id]
+        created = people[r.referred_id].account_created_at
+        if (
+            s.detects("young-account")
+            and created is not None
+            and r.created_at - created < s.young_account_days * DAY
+        ):
+            reason = t(
+                "fraud.reason.young_account",
+                member=people[r.referred_id].display_name,
+                count=max(0, (r.created_at - created) // DAY),
+                limit=s.young_account_days,
+            )
+            flags.append(
+                NewFlag(
+                    r.program_id,
+                    r.id,
+                    r.referred_id,
+                    "young-account",
+                    reason,
+                    f"young-account:{r.id}",
+                )
+            )
+    velocity = [r for r in refs if settings[r.program_id].detects("velocity")]
+    if velocity:
+        flags += await _velocity(repo, velocity, people, settings, now)
+    rings = [r for r in refs if settings[r.program_id].detects("ring")]
+    if rings:
+        flags += await _rings(repo, rings, people)
     return flags
 
 
 async def _velocity(
     repo: Repository,
-    program_id: int,
     refs: list[Referral],
     people: dict[int, Participant],
-    s: ProgramSettings,
+    settings: dict[int, ProgramSettings],
     now: int,
 ) -> list[NewFlag]:
-    window = s.velocity_minutes * MINUTE
-    recent = await repo.referrals_since({r.referrer_id for r in refs}, now - window)
+    widest = max(settings[r.program_id].velocity_minutes for r in refs) * MINUTE
+    recent = await repo.referrals_since({r.referrer_id for r in refs}, now - widest)
     by_referrer: dict[int, list[Referral]] = defaultdict(list)
     for r in recent:
         by_referrer[r.referrer_id].append(r)
+    new = {r.id for r in refs}
     flags = []
-    for referrer_id, burst in by_referrer.items():
+    for referrer_id, every in by_referrer.items():
+        s = settings[every[0].program_id]
+        burst = [r for r in every if r.created_at >= now - s.velocity_minutes * MINUTE]
         if len(burst) <= s.velocity_count:
             continue
+        earlier = [r for r in burst if r.id not in new]
+        # A burst that crossed the line in an earlier batch was flagged whole then: only this
+        # batch's referrals are new to it.
+        flagged = [r for r in burst if r.id in new] if len(earlier) > s.velocity_count else burst
         span = max(r.created_at for r in burst) - min(r.created_at for r in burst)
         reason = t(
             "fraud.reason.velocity",
@@ -144,47 +155,36 @@ async def _velocity(
             referrer=people[referrer_id].display_name,
         )
         flags += [
-            NewFlag(program_id, r.id, r.referred_id, "velocity", reason, f"velocity:{r.id}")
-            for r in burst
+            NewFlag(r.program_id, r.id, r.referred_id, "velocity", reason, f"velocity:{r.id}")
+            for r in flagged
         ]
     return flags
 
 
 async def _rings(
-    repo: Repository, program_id: int, refs: list[Referral], people: dict[int, Participant]
+    repo: Repository, refs: list[Referral], people: dict[int, Participant]
 ) -> list[NewFlag]:
     """A referred B, and B (or someone B referred) referred A."""
-    referrers = {r.referrer_id for r in refs}
     # Who referred each referrer (A's own referrer X)...
     upstream = {
         r.referred_id: r.referrer_id
-        for r in await repo.referrals_of_referred(referrers)
-        if r.program_id == program_id
+        for r in await repo.referrals_of_referred({r.referrer_id for r in refs})
     }
     # ...and whom each newly referred member B has referred.
     downstream: dict[int, set[int]] = defaultdict(set)
-    for r in await repo.referrals_by(
-        {r.referred_id for r in refs}, ("pending", "converted", "held", "left", "expired")
-    ):
+    statuses = ("pending", "converted", "held", "left", "expired")
+    for r in await repo.referrals_by({r.referred_id for r in refs}, statuses):
         downstream[r.referrer_id].add(r.referred_id)
     flags = []
     for r in refs:
         x = upstream.get(r.referrer_id)
         if x is not None and (x == r.referred_id or x in downstream.get(r.referred_id, set())):
-            flags.append(
-                NewFlag(
-                    program_id,
-                    r.id,
-                    r.referrer_id,
-                    "ring",
-                    t(
-                        "fraud.reason.ring",
-                        referrer=people[r.referrer_id].display_name,
-                        member=people[r.referred_id].display_name,
-                    ),
-                    f"ring:{r.id}",
-                )
+            reason = t(
+                "fraud.reason.ring",
+                referrer=people[r.referrer_id].display_name,
+                member=people[r.referred_id].display_name,
             )
+            flags.append(NewFlag(r.program_id, r.id, r.referrer_id, "ring", reason, f"ring:{r.id}"))
     return flags
 
 
