@@ -515,12 +515,10 @@ class Repository:
         """
         if not rows:
             return {}
-        await self.conn.execute(self._insert(referral_codes).on_conflict_do_nothing(), rows)
-        stored = await self.codes_by_value(r["code"] for r in rows)
-        wanted = {(r["participant_id"], r["code"]) for r in rows}
-        return {
-            c.participant_id: c for c in stored.values() if (c.participant_id, c.code) in wanted
-        }
+        # Unordered RETURNING of what was inserted (a collision returns nothing for its row).
+        stmt = self._insert(referral_codes).on_conflict_do_nothing().returning(*referral_codes.c)
+        inserted = (await self.conn.execute(stmt, rows)).all()
+        return {r.participant_id: _code(r) for r in inserted}
 
     async def revoke_code(self, code_id: int, now: int) -> None:
         await self.conn.execute(
