@@ -14,12 +14,10 @@ from bot.engine.admin import Actor
 from bot.engine.context import Capabilities
 from bot.engine.errors import UserError
 from bot.engine.events import CommunityRef, UserRef
-from bot.engine.models import Audience, Community
-from bot.engine.service import ReferralEngine
+from bot.engine.models import Audience
+from bot.engine.service import LinkMaker, ReferralEngine
 from bot.engine.text import Text, t
 from bot.engine.text_rules import check_text
-
-LinkMaker = Callable[[Community, str], Awaitable[str]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -736,10 +736,6 @@ class Repository:
         )
         return [_grant(r) for r in rows]
 
-    async def grant(self, grant_id: int) -> Grant | None:
-        row = (await self.conn.execute(sa.select(grants).where(grants.c.id == grant_id))).first()
-        return _grant(row) if row else None
-
     async def mark_redeemed(self, grant_id: int, now: int, coupon_code: str | None) -> bool:
         result = await self.conn.execute(
             grants.update()

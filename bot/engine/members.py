@@ -159,7 +159,6 @@ async def process_joins(
     new_memberships: list[dict] = []
     rejoins: list[dict] = []
     referral_rows: list[dict] = []
-    referral_owner: list[Participant] = []
     flags: list[detectors.NewFlag] = []
     greetings: list[Greeting] = []
     quiet_joins: list[bool] = []  # parallel to greetings: recorded without greeting
@@ -271,7 +270,6 @@ async def process_joins(
                 "expires_at": now + s.conversion_window_days * DAY,
             }
         )
-        referral_owner.append(owner)
         results.append(JoinResult(person.id, "new", credited_to=owner.display_name))
         greetings.append(Greeting(c, person, owner, s, True, join_number, returning))
         quiet_joins.append(quiet)

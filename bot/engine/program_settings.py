@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from bot.engine.errors import UserError
@@ -60,11 +60,6 @@ class ProgramSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ProgramSettings:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     def with_defaults(self, overrides: dict[str, Any]) -> ProgramSettings:
         values = dict(overrides)

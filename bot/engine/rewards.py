@@ -368,20 +368,26 @@ def _stock_epoch(stock: dict[str, tuple[int, int]], pool: str) -> int:
     return stock.get(pool, (0, 0))[1]
 
 
-async def announce(repo: Repository, ctx: EngineContext) -> int:
-    """Announce newly reached tiers in the program's announcement channel, once each."""
+async def announce(repo: Repository, ctx: EngineContext) -> tuple[int, int]:
+    """Announce newly reached tiers in the program's announcement channel, once each.
+
+    Returns (grants handled, announcements queued).
+    """
     now = ctx.clock.now()
     pending = await repo.unannounced_grants(ctx.sweep_batch)
     if not pending:
-        return 0
+        return 0, 0
     settings = await communities.settings_for(repo, ctx, {g.program_id for g in pending})
     people = await repo.participants(g.participant_id for g in pending)
+    places = await repo.communities_by_ids(
+        {s.announce_community_id for s in settings.values() if s.announce_community_id}
+    )
     rows = []
     for g in pending:
         s = settings[g.program_id]
         if g.side != "referrer" or s.announce_community_id is None:
             continue
-        community = await repo.community_by_id(s.announce_community_id)
+        community = places.get(s.announce_community_id)
         if community is None or community.program_id != g.program_id:
             continue
         person = people[g.participant_id]
@@ -402,4 +408,4 @@ async def announce(repo: Repository, ctx: EngineContext) -> int:
         )
     await repo.add_outbox(rows)
     await repo.mark_announced([g.id for g in pending], now)
-    return len(rows)
+    return len(pending), len(rows)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bot.engine import admin, communities, leaderboard, members, referrals, rewards
 from bot.engine import codes as codes_mod
@@ -85,14 +85,6 @@ class FlagDetail:
     referrer_id: int
     referrer_counts: dict[str, int]
     flags: list[FraudFlag]
-
-
-@dataclass(slots=True)
-class JobReport:
-    sweep: list[SweepResult] = field(default_factory=list)
-    roles: int = 0
-    announced: int = 0
-    digests: int = 0
 
 
 class ReferralEngine:
@@ -561,9 +553,9 @@ class ReferralEngine:
     async def run_announcements(self) -> int:
         total = 0
         while True:
-            n = await self.store.write(lambda repo: rewards.announce(repo, self.ctx))
-            total += n
-            if n == 0:
+            handled, queued = await self.store.write(lambda repo: rewards.announce(repo, self.ctx))
+            total += queued
+            if handled < self.ctx.sweep_batch:
                 return total
 
     async def run_digests(self) -> int:
