@@ -1,7 +1,9 @@
 """Fixtures: the same suite runs on SQLite and, when reachable, on PostgreSQL.
 
 PostgreSQL comes from REFERRAL_BOT_TEST_PG_URL or 127.0.0.1:5432/test. With CI=true it must be
-reachable: the PostgreSQL leg fails instead of being skipped.
+reachable: the PostgreSQL leg fails instead of being skipped. The server is shared with anything
+else on the machine, so each test session creates a database of its own (a unique name), migrates
+it, and drops it at the end: two runs at the same moment never touch each other's tables.
 """
 
 from __future__ import annotations
@@ -9,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import App
@@ -49,6 +53,16 @@ async def _pg_reachable() -> str | None:
         await engine.dispose()
 
 
+async def _admin(sql: str) -> None:
+    """Run CREATE/DROP DATABASE on the configured server (outside a transaction)."""
+    engine = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text(sql))
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Migrated once; each test gets a copy of the file."""
@@ -64,29 +78,32 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_ready() -> str:
+def pg_ready() -> Iterator[str]:
+    """A database of this session's own on the shared server, migrated once, dropped at the end."""
     reason = _run(_pg_reachable)
     if reason is not None:
         if IN_CI:
             pytest.fail(f"CI=true but PostgreSQL at {PG_URL} is unreachable: {reason}")
         pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {reason}")
 
-    async def reset() -> None:
-        engine = create_async_engine(PG_URL)
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.drop_all)
-            await conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
-        await engine.dispose()
-        db = Database(PG_URL)
+    name = f"referral_bot_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+    async def create() -> None:
+        await _admin(f'CREATE DATABASE "{name}"')
+        db = Database(url)
         await db.migrate()
         await db.close()
 
-    _run(reset)
-    return PG_URL
+    _run(create)
+    try:
+        yield url
+    finally:
+        _run(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def _truncate_pg() -> None:
-    engine = create_async_engine(PG_URL)
+async def _truncate_pg(url: str) -> None:
+    engine = create_async_engine(url)
     names = ", ".join(t.name for t in metadata.sorted_tables)
     async with engine.begin() as conn:
         await conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
@@ -101,7 +118,7 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         shutil.copy(template, target)
         return f"sqlite+aiosqlite:///{target}"
     url: str = request.getfixturevalue("pg_ready")
-    await _truncate_pg()
+    await _truncate_pg(url)
     return url
 
 
