@@ -81,6 +81,8 @@ async def status(ctx: CommandContext) -> Reply:
             expired=c.get("expired", 0),
         )
     ]
+    if c.get("held", 0):
+        parts.append(t("status.held_referrals", count=c["held"]))
     parts.append(t("status.tier", tier=info.current.name) if info.current else t("status.no_tier"))
     if info.next is not None:
         parts.append(
@@ -97,8 +99,12 @@ async def status(ctx: CommandContext) -> Reply:
         parts.append(t("status.available", rewards=", ".join(g.label for g in info.available)))
     for g in info.later:
         parts.append(t("status.later", reward=g.label, date=Date(g.available_at)))
-    if info.points:
+    if info.held:
+        parts.append(t("status.on_hold", rewards=", ".join(g.label for g in info.held)))
+    if info.points or info.points_unredeemed:
         parts.append(t("status.points", count=info.points))
+    if info.points_unredeemed:
+        parts.append(t("status.points_unredeemed", count=info.points_unredeemed))
     parts.append(t("status.code", code=info.code) if info.code else t("status.no_code"))
     return Reply(t("status.body", lines=parts), private=True)
 

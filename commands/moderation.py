@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.engine.fraud.review import ReviewResult
-from bot.engine.models import Audience, FlagStatus
+from bot.engine.models import Audience, FlagStatus, Participant, Referral
 from bot.engine.text import Date, Text, from_json, t
 from commands.registry import REGISTRY, CommandContext, Option, Reply
 
@@ -25,6 +25,11 @@ def _rejected(done: ReviewResult) -> Text:
         flags=t("fraud.rejected", count=done.flags),
         referrals=t("fraud.taken", count=done.referrals),
     )
+
+
+def joined_on(r: Referral, newcomer: Participant) -> Date:
+    """When the newcomer joined: not when the referral was made (a code typed days later)."""
+    return Date(newcomer.first_joined_at or r.created_at)
 
 
 def _flag_id() -> Option:
@@ -84,7 +89,7 @@ async def fraud_show(ctx: CommandContext) -> Reply:
             referrer=referrer.display_name,
             status=r.status.value,
             risk=r.risk,
-            date=Date(r.created_at),
+            date=joined_on(r, people[r.referred_id]),
             source=r.source,
         )
     else:
@@ -222,7 +227,7 @@ async def referrals(ctx: CommandContext) -> Reply:
             id=r.id,
             member=who.display_name,
             status=r.status.value,
-            date=Date(r.created_at),
+            date=joined_on(r, who),
             source=r.source,
             risk=r.risk,
         )

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale
-from babel.dates import format_date
+from babel.dates import format_date, format_interval
 
-from bot.engine.text import Date, Mention, Text
+from bot.engine.text import Date, DateRange, Mention, Text
 
 LOCALES = Path(__file__).with_name("locales")
 FALLBACK = "en"
@@ -124,6 +124,10 @@ class Catalog:
         if isinstance(value, Date):
             when = datetime.fromtimestamp(value.ts, UTC).date()
             return format_date(when, format="medium", locale=locale)
+        if isinstance(value, DateRange):
+            start = datetime.fromtimestamp(value.start, UTC).date()
+            end = datetime.fromtimestamp(value.end, UTC).date()
+            return format_interval(start, end, "MMMd", locale=locale)
         if isinstance(value, list | tuple):
             return "\n".join(self._value(v, locale, escape, mention) for v in value)
         if isinstance(value, bool) or value is None:

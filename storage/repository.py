@@ -168,6 +168,7 @@ def _grant(row: Any) -> Grant:
         available_at=row.available_at,
         redeemed_at=row.redeemed_at,
         coupon_code=row.coupon_code,
+        epoch=row.epoch,
     )
 
 
@@ -848,6 +849,96 @@ class Repository:
         )
         return {pool: (free, total) for pool, free, total in rows}
 
+    # rewards and balances (issue 8): roles that follow the member, ready notices, coupon waits
+
+    async def apply_role_grants(self, grant_ids: list[int], now: int) -> dict[int, int]:
+        """Available role grants become applied (redeemed); returns the new epoch of each."""
+        return await self._set_grant_status(
+            grant_ids,
+            GrantStatus.REDEEMED.value,
+            (GrantStatus.AVAILABLE.value,),
+            redeemed_at=now,
+        )
+
+    async def applied_roles_of(self, participant_ids: Iterable[int]) -> dict[int, list[Grant]]:
+        """Role grants currently given to each participant (status redeemed)."""
+        out: dict[int, list[Grant]] = defaultdict(list)
+        for chunk in _chunks(sorted(set(participant_ids))):
+            rows = await self._rows(
+                sa.select(grants)
+                .where(
+                    grants.c.participant_id.in_(chunk),
+                    grants.c.kind == RewardKind.ROLE.value,
+                    grants.c.status == GrantStatus.REDEEMED.value,
+                )
+                .order_by(grants.c.id)
+            )
+            for r in rows:
+                out[r.participant_id].append(_grant(r))
+        return out
+
+    async def grants_of_referrals(self, referral_ids: Iterable[int]) -> list[Grant]:
+        """The newcomer's own (referee) grants made for these referrals."""
+        out: list[Grant] = []
+        for chunk in _chunks(sorted(set(referral_ids))):
+            rows = await self._rows(
+                sa.select(grants).where(grants.c.referral_id.in_(chunk)).order_by(grants.c.id)
+            )
+            out.extend(_grant(r) for r in rows)
+        return out
+
+    async def ready_untold_grants(self, now: int, limit: int) -> list[Grant]:
+        """Available grants whose holding period has ended and whose member was not told yet."""
+        rows = await self._rows(
+            sa.select(grants)
+            .where(
+                grants.c.ready_told_at.is_(None),
+                grants.c.available_at <= now,
+                grants.c.status == GrantStatus.AVAILABLE.value,
+            )
+            .order_by(grants.c.available_at, grants.c.id)
+            .limit(limit)
+        )
+        return [_grant(r) for r in rows]
+
+    async def mark_ready_told(self, grant_ids: list[int], now: int) -> None:
+        for chunk in _chunks(sorted(set(grant_ids))):
+            await self.conn.execute(
+                grants.update()
+                .where(grants.c.id.in_(chunk), grants.c.ready_told_at.is_(None))
+                .values(ready_told_at=now)
+            )
+
+    async def mark_waiting(self, grant_id: int, now: int) -> None:
+        """A coupon grant whose pool was empty at redeem: its member waits for a refill."""
+        await self.conn.execute(
+            grants.update()
+            .where(grants.c.id == grant_id, grants.c.waiting_since.is_(None))
+            .values(waiting_since=now)
+        )
+
+    async def waiting_for_pool(self, program_id: int, pool: str, limit: int) -> list[Grant]:
+        """Coupon grants still available that wait for this pool, longest waiting first."""
+        rows = await self._rows(
+            sa.select(grants)
+            .where(
+                grants.c.program_id == program_id,
+                grants.c.waiting_since.is_not(None),
+                grants.c.status == GrantStatus.AVAILABLE.value,
+                grants.c.kind == RewardKind.COUPON.value,
+                grants.c.value == pool,
+            )
+            .order_by(grants.c.waiting_since, grants.c.id)
+            .limit(limit)
+        )
+        return [_grant(r) for r in rows]
+
+    async def clear_waiting(self, grant_ids: list[int]) -> None:
+        for chunk in _chunks(sorted(set(grant_ids))):
+            await self.conn.execute(
+                grants.update().where(grants.c.id.in_(chunk)).values(waiting_since=None)
+            )
+
     # -- leaderboard ------------------------------------------------------------------------
 
     async def bump_leaderboard(self, rows: list[tuple[int, str, int, int]]) -> None:
@@ -1117,21 +1208,33 @@ class Repository:
         )
         return [_participant(r) for r in rows]
 
-    async def hold_grants(self, grant_ids: list[int]) -> None:
-        if grant_ids:
-            await self.conn.execute(
-                grants.update()
-                .where(grants.c.id.in_(grant_ids))
-                .values(status=GrantStatus.HELD.value)
-            )
+    async def hold_grants(self, grant_ids: list[int]) -> dict[int, int]:
+        """Hold grants not yet revoked; returns the new epoch of each one held."""
+        return await self._set_grant_status(
+            grant_ids,
+            GrantStatus.HELD.value,
+            (GrantStatus.AVAILABLE.value, GrantStatus.REDEEMED.value),
+        )
 
-    async def release_grants(self, grant_ids: list[int]) -> None:
-        if grant_ids:
-            await self.conn.execute(
+    async def release_grants(self, grant_ids: list[int]) -> dict[int, int]:
+        """Held grants become available; returns the new epoch of each one released."""
+        return await self._set_grant_status(
+            grant_ids, GrantStatus.AVAILABLE.value, (GrantStatus.HELD.value,)
+        )
+
+    async def _set_grant_status(
+        self, grant_ids: list[int], status: str, expected: tuple[str, ...], **values: Any
+    ) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for chunk in _chunks(sorted(set(grant_ids))):
+            rows = await self._rows(
                 grants.update()
-                .where(grants.c.id.in_(grant_ids), grants.c.status == GrantStatus.HELD.value)
-                .values(status=GrantStatus.AVAILABLE.value)
+                .where(grants.c.id.in_(chunk), grants.c.status.in_(expected))
+                .values(status=status, epoch=grants.c.epoch + 1, **values)
+                .returning(grants.c.id, grants.c.epoch)
             )
+            out.update({r.id: r.epoch for r in rows})
+        return out
 
     # -- program links ----------------------------------------------------------------------
 

@@ -317,3 +317,26 @@ outbox = Table(
         postgresql_where=text("delivered_at IS NULL AND failed_at IS NULL"),
     ),
 )
+
+# -- rewards and balances (issue 8): grants that follow the member -----------------------------
+# epoch: bumped each time a grant is applied (a role given), held or released, so every such
+#   change has outbox keys of its own (a re-approval or a rejoin queues a new role change).
+# ready_told_at: when the member was told the reward is ready (NULL: its holding period has not
+#   been announced to them yet).
+# waiting_since: a coupon grant whose redeem found the pool empty; told once it is refilled.
+grants.append_column(Column("epoch", Integer, nullable=False, server_default="0"))
+grants.append_column(Column("ready_told_at", BigInteger))
+grants.append_column(Column("waiting_since", BigInteger))
+Index(
+    "ix_grants_ready_untold",
+    grants.c.available_at,
+    sqlite_where=text("ready_told_at IS NULL"),
+    postgresql_where=text("ready_told_at IS NULL"),
+)
+Index(
+    "ix_grants_pool_waiting",
+    grants.c.program_id,
+    grants.c.waiting_since,
+    sqlite_where=text("waiting_since IS NOT NULL"),
+    postgresql_where=text("waiting_since IS NOT NULL"),
+)

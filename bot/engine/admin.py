@@ -13,7 +13,7 @@ from bot.engine.errors import UserError
 from bot.engine.models import AuditEntry, Community, RewardKind, Tier
 from bot.engine.ports import Repository
 from bot.engine.program_settings import ProgramSettings, apply_setting
-from bot.engine.rewards import tell_granted, tier_grant_rows
+from bot.engine.rewards import tell_granted, tell_refilled, tier_grant_rows
 from bot.engine.text_rules import check_text
 
 _NAME = re.compile(r"^[\w][\w \-]{0,59}$")
@@ -277,6 +277,8 @@ async def add_coupons(
         "coupons.added",
         {"pool": name, "added": added, "duplicates": len(codes) - added},
     )
+    if added:
+        await tell_refilled(repo, ctx, community.program_id, name, ctx.clock.now())
     free, _ = (await repo.coupon_stock(community.program_id)).get(name, (0, 0))
     return added, len(codes) - added, free
 

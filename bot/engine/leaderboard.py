@@ -8,7 +8,7 @@ from bot.engine import communities
 from bot.engine.context import EngineContext
 from bot.engine.notify import to_channel
 from bot.engine.ports import Repository
-from bot.engine.text import Mention, t
+from bot.engine.text import DateRange, Mention, t
 
 PERIODS = ("all", "month", "week")
 
@@ -39,6 +39,15 @@ def digest_slot(now: int, weekday: int, minute: int) -> tuple[int, str]:
     return int(slot.timestamp()), f"{year:04d}-W{week:02d}"
 
 
+def week_dates(slot: int) -> DateRange:
+    """Monday to Sunday of the completed week a digest at ``slot`` reports."""
+    when = datetime.fromtimestamp(slot, UTC)
+    monday = (when - timedelta(days=when.weekday() + 7)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    return DateRange(int(monday.timestamp()), int((monday + timedelta(days=6)).timestamp()))
+
+
 async def post_digests(repo: Repository, ctx: EngineContext) -> int:
     """Queue this week's digest for every program whose slot has passed; idempotent per week."""
     now = ctx.clock.now()
@@ -58,11 +67,16 @@ async def post_digests(repo: Repository, ctx: EngineContext) -> int:
         if community is None or community.program_id != program_id:
             continue
         top = await repo.leaderboard_top(program_id, week, 10)
+        dates = week_dates(slot)
         lines = [
             t("leaderboard.line", rank=i, member=Mention(r.user_id, r.display_name), count=r.count)
             for i, r in enumerate(top, start=1)
         ]
-        text = t("digest.body", week=week, lines=lines) if lines else t("digest.empty", week=week)
+        text = (
+            t("digest.body", week=week, dates=dates, lines=lines)
+            if lines
+            else t("digest.empty", week=week, dates=dates)
+        )
         await repo.add_outbox(
             [to_channel(community, s.announce_channel, text, s.language, key, now)]
         )

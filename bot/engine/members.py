@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.engine import codes as codes_mod
-from bot.engine import communities
+from bot.engine import communities, rewards
 from bot.engine.clock import DAY
 from bot.engine.context import EngineContext
 from bot.engine.events import CommunityRef, JoinSource, MemberJoined, MemberLeft, UserRef
@@ -165,6 +165,7 @@ async def process_joins(
     inserted = frozenset(new_ids)
     first_seen: set[int] = set()
     active_pairs: set[tuple[int, int]] = set()
+    arrivals: list[tuple[int, Community, int]] = []  # known people arriving: their roles follow
 
     for e in events:
         c = comms[(e.community.platform, e.community.external_id)]
@@ -183,6 +184,8 @@ async def process_joins(
             active_pairs.add(pair)
             continue
         active_pairs.add(pair)
+        if person.id not in inserted:
+            arrivals.append((person.id, c, 1 if current is None else current.join_count + 1))
         quiet = e.quiet
         details = json.dumps({"candidates": list(e.candidates)}) if e.candidates else None
         roles = "\n".join(e.roles)
@@ -276,6 +279,7 @@ async def process_joins(
 
     await repo.insert_memberships(new_memberships)
     await repo.update_memberships(rejoins)
+    await rewards.roles_on_arrival(repo, arrivals, now)
     referral_ids = await repo.insert_referrals(referral_rows)
     by_referred = {
         row["referred_id"]: rid for row, rid in zip(referral_rows, referral_ids, strict=True)
@@ -583,6 +587,7 @@ async def flush_activity(
             None,
         )
     mships = await repo.memberships_of(p.id for p in people.values())
+    comm_by_id = {c.id: c for c in comms.values()}
     per_participant: dict[int, int] = defaultdict(int)
     per_membership: dict[int, int] = defaultdict(int)
     role_updates: dict[int, str] = {}
@@ -604,6 +609,9 @@ async def flush_activity(
         if a.roles is not None:
             role_updates[m.id] = "\n".join(a.roles)
     await repo.insert_memberships(list(new_memberships.values()))
+    await rewards.roles_on_arrival(
+        repo, [(pid, comm_by_id[cid], 1) for cid, pid in new_memberships], now
+    )
     await repo.add_message_counts(list(per_participant.items()), list(per_membership.items()))
     await repo.update_memberships([{"mid": mid, "roles": r} for mid, r in role_updates.items()])
     return [len(batch) for batch in batches]
@@ -674,6 +682,7 @@ async def touch(
         await repo.insert_memberships(
             [_membership_row(person.id, c.id, now, joined=False, roles="\n".join(roles or ()))]
         )
+        await rewards.roles_on_arrival(repo, [(person.id, c, 1)], now)
     elif roles is not None and tuple(roles) != here.roles:
         await repo.update_memberships([{"mid": here.id, "roles": "\n".join(roles)}])
     if user.display_name and user.display_name[:200] != person.display_name:

@@ -131,6 +131,7 @@ class Grant:
     available_at: int
     redeemed_at: int | None
     coupon_code: str | None
+    epoch: int = 0  # bumped on each apply (a role given), hold and release: names each change
 
 
 @dataclass(slots=True)

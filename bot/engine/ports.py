@@ -188,6 +188,36 @@ class Repository(Protocol):
         """Per pool: (free, total)."""
         ...
 
+    # rewards and balances (issue 8): roles that follow the member, ready notices, coupon waits
+
+    async def apply_role_grants(self, grant_ids: list[int], now: int) -> dict[int, int]:
+        """Available role grants become applied (redeemed); returns the new epoch of each."""
+        ...
+
+    async def applied_roles_of(self, participant_ids: Iterable[int]) -> dict[int, list[Grant]]:
+        """Role grants currently given to each participant (status redeemed)."""
+        ...
+
+    async def grants_of_referrals(self, referral_ids: Iterable[int]) -> list[Grant]:
+        """The newcomer's own (referee) grants made for these referrals."""
+        ...
+
+    async def ready_untold_grants(self, now: int, limit: int) -> list[Grant]:
+        """Available grants whose holding period has ended and whose member was not told yet."""
+        ...
+
+    async def mark_ready_told(self, grant_ids: list[int], now: int) -> None: ...
+
+    async def mark_waiting(self, grant_id: int, now: int) -> None:
+        """A coupon grant whose pool was empty at redeem: its member waits for a refill."""
+        ...
+
+    async def waiting_for_pool(self, program_id: int, pool: str, limit: int) -> list[Grant]:
+        """Coupon grants still available that wait for this pool, longest waiting first."""
+        ...
+
+    async def clear_waiting(self, grant_ids: list[int]) -> None: ...
+
     async def bump_leaderboard(self, rows: list[tuple[int, str, int, int]]) -> None:
         """Add deltas: rows of (program_id, period, participant_id, delta)."""
         ...
@@ -256,9 +286,13 @@ class Repository(Protocol):
         """Members of a program by platform id, or else by display name (any case)."""
         ...
 
-    async def hold_grants(self, grant_ids: list[int]) -> None: ...
+    async def hold_grants(self, grant_ids: list[int]) -> dict[int, int]:
+        """Hold grants not yet revoked; returns the new epoch of each one held."""
+        ...
 
-    async def release_grants(self, grant_ids: list[int]) -> None: ...
+    async def release_grants(self, grant_ids: list[int]) -> dict[int, int]:
+        """Held grants become available; returns the new epoch of each one released."""
+        ...
 
     async def insert_link_token(
         self, token_hash: str, program_id: int, now: int, expires: int

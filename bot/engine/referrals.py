@@ -192,7 +192,11 @@ async def sweep(repo: Repository, ctx: EngineContext) -> SweepResult:
             }
             left += 1
         elif _eligible(s, person.message_count, roles):
-            row |= {"status": ReferralStatus.CONVERTED.value, "converted_at": now}
+            # Dated when it became due, not when the sweep got to it (after downtime, the
+            # conversion still lands in the right week and month).
+            when = min(r.due_at, now)
+            row |= {"status": ReferralStatus.CONVERTED.value, "converted_at": when}
+            r.converted_at = when
             converted.append(r)
         elif now >= r.expires_at:
             row |= {
@@ -225,7 +229,7 @@ async def _after_conversions(
         return 0
     bumps: dict[tuple[int, str, int], int] = defaultdict(int)
     for r in converted:
-        for period in period_keys(now):
+        for period in period_keys(r.converted_at or now):
             bumps[(r.program_id, period, r.referrer_id)] += 1
     await repo.bump_leaderboard([(p, period, pid, n) for (p, period, pid), n in bumps.items()])
     referrers = await repo.participants(r.referrer_id for r in converted)
@@ -293,25 +297,50 @@ async def take_back(
             }
         ]
     )
+    s = await communities.settings_of(repo, ctx, referral.program_id)
+    community = await repo.community_by_id(referral.community_id)
+    assert community is not None
+    # The newcomer's own reward goes with the referral (held or not, unless redeemed).
+    withdrawn = await rewards.revoke_referee(repo, ctx, referral, community, s, reason, now)
     if held_after_conversion:
         # Holding already took it off the leaderboard and held its rewards: revoke those.
-        s = await communities.settings_of(repo, ctx, referral.program_id)
-        community = await repo.community_by_id(referral.community_id)
-        assert community is not None
-        return await rewards.revoke_above_count(
+        return withdrawn + await rewards.revoke_above_count(
             repo, ctx, referral.referrer_id, community, s, reason, now
         )
     if not was_converted or referral.converted_at is None:
-        return 0
+        return withdrawn
     await repo.bump_leaderboard(
         [
             (referral.program_id, period, referral.referrer_id, -1)
             for period in period_keys(referral.converted_at)
         ]
     )
-    s = await communities.settings_of(repo, ctx, referral.program_id)
-    community = await repo.community_by_id(referral.community_id)
-    assert community is not None
-    return await rewards.revoke_above_count(
+    return withdrawn + await rewards.revoke_above_count(
         repo, ctx, referral.referrer_id, community, s, reason, now
     )
+
+
+async def revoke(
+    repo: Repository, ctx: EngineContext, referral: Referral, reason: str, actor: str
+) -> int:
+    """An admin takes a referral back (``/referral-revoke``): as ``take_back``, and the
+    referrer is told why. Returns how many grants were revoked."""
+    withdrawn = await take_back(repo, ctx, referral, reason, actor)
+    referrer = await repo.participant(referral.referrer_id)
+    member = await repo.participant(referral.referred_id)
+    community = await repo.community_by_id(referral.community_id)
+    if referrer is not None and member is not None and community is not None:
+        s = await communities.settings_of(repo, ctx, referral.program_id)
+        await repo.add_outbox(
+            [
+                to_user(
+                    community,
+                    referrer.user_id,
+                    t("dm.referral_revoked", member=member.display_name, reason=reason),
+                    communities.locale_of(s, referrer.locale),
+                    f"rejected:{referral.id}",
+                    now=ctx.clock.now(),
+                )
+            ]
+        )
+    return withdrawn

@@ -57,6 +57,8 @@ def _grant_row(
         "status": GrantStatus.AVAILABLE.value,
         "created_at": now,
         "available_at": now + s.holding_days * DAY,
+        # Told at once when there is no holding period; otherwise when the period ends.
+        "ready_told_at": now if s.holding_days <= 0 else None,
         "dedupe_key": key,
     }
 
@@ -147,41 +149,235 @@ async def tell_granted(
 async def apply_roles(
     repo: Repository, grants: Iterable[Grant], people: dict[int, Participant], now: int
 ) -> None:
-    """Role rewards are applied, not claimed: give the role in every community the member is in."""
+    """Role rewards are applied, not claimed: give the role in every community the member is in.
+
+    Applying bumps the grant's epoch, so a role given again (after a hold) has keys of its own.
+    """
     due = [g for g in grants if g.kind == RewardKind.ROLE and g.status == GrantStatus.AVAILABLE]
     if not due:
         return
-    memberships = await repo.memberships_of({g.participant_id for g in due})
+    epochs = await repo.apply_role_grants([g.id for g in due], now)
+    applied = [(g, epochs[g.id]) for g in due if g.id in epochs]
+    await repo.add_outbox(await role_changes(repo, applied, people, give=True, now=now))
+
+
+def role_key(give: bool, grant_id: int, community_id: int, epoch: int, join_count: int) -> str:
+    """One role change per (grant, community, application of the grant, join of the member).
+
+    A role is on in a community while the grant is applied and the member is there; each time
+    that starts, either the grant's epoch or the membership's join count is new, so a rejoin or
+    a re-approval queues a new item, and a redelivery of the same one is a no-op.
+    """
+    kind = "role-grant" if give else "role-revoke"
+    return f"{kind}:{grant_id}:{community_id}:{epoch}:{join_count}"
+
+
+async def role_changes(
+    repo: Repository,
+    grants: list[tuple[Grant, int]],
+    people: dict[int, Participant],
+    *,
+    give: bool,
+    now: int,
+) -> list[dict]:
+    """A grant_role / revoke_role item per (grant, epoch) for every community the member is in."""
+    if not grants:
+        return []
+    memberships = await repo.memberships_of({g.participant_id for g, _ in grants})
     places = await repo.communities_by_ids(
         {m.community_id for ms in memberships.values() for m in ms if m.left_at is None}
     )
+    missing = {g.participant_id for g, _ in grants} - set(people)
+    people = people | (await repo.participants(missing) if missing else {})
     rows = []
-    for g in due:
+    for g, epoch in grants:
         person = people[g.participant_id]
         for m in memberships.get(person.id, []):
             community = places.get(m.community_id)
             if m.left_at is None and community is not None:
-                rows.append(
-                    role_change(
-                        community,
-                        person.user_id,
-                        g.value,
-                        True,
-                        f"role-grant:{g.id}:{community.id}",
-                        now,
-                    )
-                )
-    await repo.mark_redeemed_many([g.id for g in due], now)
+                key = role_key(give, g.id, community.id, epoch, m.join_count)
+                rows.append(role_change(community, person.user_id, g.value, give, key, now))
+    return rows
+
+
+async def roles_on_arrival(
+    repo: Repository, arrivals: list[tuple[int, Community, int]], now: int
+) -> None:
+    """A member arrives in a community of the program (a join, a rejoin, first seen there):
+    every role reward they hold is given there too. ``arrivals``: (participant, community,
+    join count of that membership)."""
+    if not arrivals:
+        return
+    applied = await repo.applied_roles_of({pid for pid, _, _ in arrivals})
+    if not applied:
+        return
+    people = await repo.participants(applied)
+    rows = [
+        role_change(
+            community,
+            people[pid].user_id,
+            g.value,
+            True,
+            role_key(True, g.id, community.id, g.epoch, join_count),
+            now,
+        )
+        for pid, community, join_count in arrivals
+        for g in applied.get(pid, [])
+        if g.program_id == community.program_id
+    ]
     await repo.add_outbox(rows)
 
 
 async def apply_due_roles(repo: Repository, ctx: EngineContext) -> int:
-    """Role grants whose holding period has just ended."""
+    """Rewards whose holding period has just ended: the member is told; roles are given."""
     now = ctx.clock.now()
+    ready = await repo.ready_untold_grants(now, ctx.sweep_batch)
+    if ready:
+        await _tell_ready(repo, ctx, ready, now)
     due = await repo.due_role_grants(now, ctx.sweep_batch)
     people = await repo.participants(g.participant_id for g in due)
     await apply_roles(repo, due, people, now)
-    return len(due)
+    return len(due) + len(ready)
+
+
+async def _tell_ready(repo: Repository, ctx: EngineContext, ready: list[Grant], now: int) -> None:
+    people = await repo.participants(g.participant_id for g in ready)
+    settings = await communities.settings_for(repo, ctx, {g.program_id for g in ready})
+    home = await homes(repo, people)
+    rows = []
+    for g in ready:
+        person, where = people.get(g.participant_id), home.get(g.participant_id)
+        if person is None or where is None:
+            continue
+        reward = reward_text(g.kind, g.value)
+        if g.kind == RewardKind.ROLE:
+            text = t("dm.role_ready", label=g.label, role=g.value)
+        elif g.side == "referee":
+            text = t("dm.referee_ready", reward=reward)
+        else:
+            text = t("dm.reward_now_ready", label=g.label, reward=reward)
+        locale = communities.locale_of(settings[g.program_id], person.locale)
+        rows.append(to_user(where, person.user_id, text, locale, f"ready:{g.id}", now))
+    await repo.add_outbox(rows)
+    await repo.mark_ready_told([g.id for g in ready], now)
+
+
+async def homes(repo: Repository, people: dict[int, Participant]) -> dict[int, Community]:
+    """Where to reach each member privately: the community they joined last and are still in
+    (or, if they left everywhere, the last one they were in)."""
+    memberships = await repo.memberships_of(people)
+    chosen = {
+        pid: max(ms, key=lambda m: (m.left_at is None, m.joined_at or 0, m.id))
+        for pid, ms in memberships.items()
+        if ms
+    }
+    places = await repo.communities_by_ids({m.community_id for m in chosen.values()})
+    return {pid: places[m.community_id] for pid, m in chosen.items() if m.community_id in places}
+
+
+def _takes_back(g: Grant) -> bool:
+    """Grants a take-back withdraws: not yet redeemed, or a role (a standing status)."""
+    return g.status in (GrantStatus.AVAILABLE, GrantStatus.HELD) or (
+        g.status == GrantStatus.REDEEMED and g.kind == RewardKind.ROLE
+    )
+
+
+async def _revoke(repo: Repository, grants: list[Grant], now: int) -> list[dict]:
+    """Revoke grants; roles still given are taken away everywhere. Returns the role changes."""
+    await repo.revoke_grants([g.id for g in grants], now)
+    applied = [
+        (g, g.epoch)
+        for g in grants
+        if g.kind == RewardKind.ROLE and g.status == GrantStatus.REDEEMED
+    ]
+    return await role_changes(repo, applied, {}, give=False, now=now)
+
+
+async def hold(
+    repo: Repository,
+    ctx: EngineContext,
+    grants: list[Grant],
+    home: dict[int, Community],
+    now: int,
+) -> None:
+    """Fraud review holds these grants: a role given is taken off until a moderator approves."""
+    epochs = await repo.hold_grants([g.id for g in grants])
+    held = [g for g in grants if g.id in epochs]
+    if not held:
+        return
+    applied = [
+        (g, g.epoch) for g in held if g.kind == RewardKind.ROLE and g.status == GrantStatus.REDEEMED
+    ]
+    people = await repo.participants(g.participant_id for g in held)
+    rows = await role_changes(repo, applied, people, give=False, now=now)
+    settings = await communities.settings_for(repo, ctx, {g.program_id for g in held})
+    for g in held:
+        person, where = people[g.participant_id], home.get(g.participant_id)
+        if where is None:
+            continue
+        rows.append(
+            to_user(
+                where,
+                person.user_id,
+                t("dm.reward_on_hold", label=g.label, reward=reward_text(g.kind, g.value)),
+                communities.locale_of(settings[g.program_id], person.locale),
+                f"held:{g.id}:{epochs[g.id]}",
+                now,
+            )
+        )
+    await repo.add_outbox(rows)
+
+
+async def release(
+    repo: Repository,
+    ctx: EngineContext,
+    grants: list[Grant],
+    home: dict[int, Community],
+    now: int,
+) -> None:
+    """A moderator approved: held grants are available again, roles are given back."""
+    epochs = await repo.release_grants([g.id for g in grants if g.status == GrantStatus.HELD])
+    if not epochs:
+        return
+    people = await repo.participants(g.participant_id for g in grants if g.id in epochs)
+    back = [g for g in await _reload(repo, people) if g.id in epochs]
+    await apply_roles(repo, [g for g in back if g.available_at <= now], people, now)
+    settings = await communities.settings_for(repo, ctx, {g.program_id for g in back})
+    rows = []
+    for g in back:
+        person, where = people[g.participant_id], home.get(g.participant_id)
+        if where is None:
+            continue
+        text = (
+            t("dm.reward_released", label=g.label, reward=reward_text(g.kind, g.value))
+            if g.available_at <= now
+            else t(
+                "dm.reward_released_later",
+                label=g.label,
+                reward=reward_text(g.kind, g.value),
+                date=Date(g.available_at),
+            )
+        )
+        rows.append(
+            to_user(
+                where,
+                person.user_id,
+                text,
+                communities.locale_of(settings[g.program_id], person.locale),
+                f"released:{g.id}:{epochs[g.id]}",
+                now,
+            )
+        )
+    await repo.add_outbox(rows)
+    # The release notice says the reward is ready: no separate "ready" notice for it.
+    await repo.mark_ready_told([g.id for g in back if g.available_at <= now], now)
+
+
+async def _reload(repo: Repository, people: dict[int, Participant]) -> list[Grant]:
+    out: list[Grant] = []
+    for pid in people:
+        out += await repo.grants_of(pid)
+    return out
 
 
 async def revoke_above_count(
@@ -195,8 +391,8 @@ async def revoke_above_count(
 ) -> int:
     """After a converted referral is taken back: revoke what the new count no longer reaches.
 
-    Unredeemed rewards are revoked; a role (a standing status, not a claim) is taken away too.
-    Redeemed coupons, points and messages stay with the member.
+    Unredeemed rewards are revoked; a role (a standing status, not a claim) is taken away too,
+    in every community where the member is. Redeemed coupons, points and messages stay.
     """
     count = (await repo.converted_counts([referrer_id])).get(referrer_id, 0)
     thresholds = {tier.id: tier.threshold for tier in await repo.tiers(community.program_id)}
@@ -208,25 +404,12 @@ async def revoke_above_count(
         if g.side == "referrer"
         and g.tier_id is not None
         and thresholds.get(g.tier_id, 0) > count
-        and (
-            g.status in (GrantStatus.AVAILABLE, GrantStatus.HELD)
-            or (g.status == GrantStatus.REDEEMED and g.kind == RewardKind.ROLE)
-        )
+        and _takes_back(g)
     ]
     if not revoked:
         return 0
-    await repo.revoke_grants([g.id for g in revoked], now)
-    rows = []
+    rows = await _revoke(repo, revoked, now)
     for g in revoked:
-        if g.kind == RewardKind.ROLE:
-            for m in (await repo.memberships_of([referrer_id])).get(referrer_id, []):
-                c = await repo.community_by_id(m.community_id)
-                if c is not None and m.left_at is None:
-                    rows.append(
-                        role_change(
-                            c, person.user_id, g.value, False, f"role-revoke:{g.id}:{c.id}", now
-                        )
-                    )
         rows.append(
             to_user(
                 community,
@@ -238,6 +421,38 @@ async def revoke_above_count(
                     reason=reason,
                     count=count,
                 ),
+                communities.locale_of(s, person.locale),
+                f"revoked:{g.id}",
+                now,
+            )
+        )
+    await repo.add_outbox(rows)
+    return len(revoked)
+
+
+async def revoke_referee(
+    repo: Repository,
+    ctx: EngineContext,
+    referral: Referral,
+    community: Community,
+    s: ProgramSettings,
+    reason: str,
+    now: int,
+) -> int:
+    """A referral taken back takes the newcomer's own reward with it, unless already redeemed
+    (a role is taken away even then). The newcomer is told why."""
+    revoked = [g for g in await repo.grants_of_referrals([referral.id]) if _takes_back(g)]
+    if not revoked:
+        return 0
+    rows = await _revoke(repo, revoked, now)
+    people = await repo.participants(g.participant_id for g in revoked)
+    for g in revoked:
+        person = people[g.participant_id]
+        rows.append(
+            to_user(
+                community,
+                person.user_id,
+                t("dm.referee_revoked", reward=reward_text(g.kind, g.value), reason=reason),
                 communities.locale_of(s, person.locale),
                 f"revoked:{g.id}",
                 now,
@@ -299,6 +514,7 @@ async def redeem(
             coupon = await repo.claim_coupon(community.program_id, g.value, g.id)
             pools_used.add(g.value)
             if coupon is None:
+                await repo.mark_waiting(g.id, now)  # told when the pool is refilled
                 out.append(Redeemed(g.label, t("redeem.pool_empty", reward=g.label)))
                 continue
         if not await repo.mark_redeemed(g.id, now, coupon):
@@ -319,6 +535,38 @@ async def redeem(
         out.append(Redeemed(g.label, _redeemed_text(g, coupon)))
     await _warn_low_stock(repo, community.program_id, pools_used, s, now)
     return out
+
+
+async def tell_refilled(
+    repo: Repository, ctx: EngineContext, program_id: int, pool: str, now: int
+) -> int:
+    """A pool got new codes: members whose redeem found it empty are told, longest waiting
+    first, as many as there are free codes (the others keep waiting for the next refill)."""
+    free, total = (await repo.coupon_stock(program_id)).get(pool, (0, 0))
+    if free <= 0:
+        return 0
+    waiting = await repo.waiting_for_pool(program_id, pool, free)
+    if not waiting:
+        return 0
+    people = await repo.participants(g.participant_id for g in waiting)
+    home = await homes(repo, people)
+    s = await communities.settings_of(repo, ctx, program_id)
+    rows = [
+        to_user(
+            home[g.participant_id],
+            people[g.participant_id].user_id,
+            t("dm.coupons_back", label=g.label),
+            communities.locale_of(s, people[g.participant_id].locale),
+            # A refill raises the pool's total: each refill tells a waiting member once.
+            f"refilled:{g.id}:{total}",
+            now,
+        )
+        for g in waiting
+        if g.participant_id in home
+    ]
+    await repo.add_outbox(rows)
+    await repo.clear_waiting([g.id for g in waiting])
+    return len(rows)
 
 
 def _redeemed_text(g: Grant, coupon: str | None) -> Text:
@@ -379,6 +627,9 @@ async def announce(repo: Repository, ctx: EngineContext) -> tuple[int, int]:
         return 0, 0
     settings = await communities.settings_for(repo, ctx, {g.program_id for g in pending})
     people = await repo.participants(g.participant_id for g in pending)
+    # No public praise for someone who left every community of the program.
+    memberships = await repo.memberships_of(people)
+    present = {pid for pid, ms in memberships.items() if any(m.left_at is None for m in ms)}
     places = await repo.communities_by_ids(
         {s.announce_community_id for s in settings.values() if s.announce_community_id}
     )
@@ -386,6 +637,8 @@ async def announce(repo: Repository, ctx: EngineContext) -> tuple[int, int]:
     for g in pending:
         s = settings[g.program_id]
         if g.side != "referrer" or s.announce_community_id is None:
+            continue
+        if g.participant_id not in present:
             continue
         community = places.get(s.announce_community_id)
         if community is None or community.program_id != g.program_id:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.engine import admin, communities, leaderboard, members, referrals, rewards
 from bot.engine import codes as codes_mod
@@ -56,8 +56,10 @@ class StatusInfo:
     next: Tier | None
     available: list[Grant]
     later: list[Grant]
-    points: int
+    points: int  # credited: points rewards redeemed
     settings: ProgramSettings
+    held: list[Grant] = field(default_factory=list)  # on hold for a moderator's review
+    points_unredeemed: int = 0  # granted, not yet redeemed (ready or still in holding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,11 +265,16 @@ class ReferralEngine:
             usable = [
                 g for g in grants if g.status == GrantStatus.AVAILABLE and g.kind != RewardKind.ROLE
             ]
+            # The balance is what was credited; points not yet redeemed are shown apart.
             points = sum(
                 int(g.value)
                 for g in grants
-                if g.kind == RewardKind.POINTS
-                and g.status in (GrantStatus.AVAILABLE, GrantStatus.REDEEMED)
+                if g.kind == RewardKind.POINTS and g.status == GrantStatus.REDEEMED
+            )
+            unredeemed = sum(
+                int(g.value)
+                for g in grants
+                if g.kind == RewardKind.POINTS and g.status == GrantStatus.AVAILABLE
             )
             return StatusInfo(
                 code=codes_mod.display(code.code) if code else None,
@@ -278,6 +285,8 @@ class ReferralEngine:
                 later=[g for g in usable if g.available_at > now],
                 points=points,
                 settings=s,
+                held=[g for g in grants if g.status == GrantStatus.HELD],
+                points_unredeemed=unredeemed,
             )
 
         return await self.store.read(op)
@@ -387,7 +396,7 @@ class ReferralEngine:
             referral = await repo.referral(referral_id)
             if referral is None or referral.program_id != c.program_id:
                 raise UserError("referral.unknown", id=referral_id)
-            revoked = await referrals.take_back(repo, self.ctx, referral, reason, str(actor))
+            revoked = await referrals.revoke(repo, self.ctx, referral, reason, str(actor))
             await repo.add_audit(
                 c.program_id,
                 c.id,

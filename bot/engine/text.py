@@ -28,6 +28,15 @@ class Date:
 
 
 @dataclass(frozen=True, slots=True)
+class DateRange:
+    """Days from ``start`` to ``end`` (both included, epoch seconds), rendered in the reader's
+    locale as a short interval such as "Feb 2 to 8"."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
 class Text:
     key: str
     values: Mapping[str, Any] = field(default_factory=dict)
@@ -45,6 +54,8 @@ def to_json(value: Any) -> Any:
         return {"$m": value.user_id, "n": value.name}
     if isinstance(value, Date):
         return {"$d": value.ts}
+    if isinstance(value, DateRange):
+        return {"$dr": [value.start, value.end]}
     if isinstance(value, list | tuple):
         return [to_json(v) for v in value]
     return value
@@ -58,6 +69,8 @@ def from_json(data: Any) -> Any:
             return Mention(data["$m"], data["n"])
         if "$d" in data:
             return Date(data["$d"])
+        if "$dr" in data:
+            return DateRange(*data["$dr"])
     if isinstance(data, list):
         return [from_json(v) for v in data]
     return data

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from bot.engine import communities, referrals
+from bot.engine import communities, referrals, rewards
 from bot.engine.clock import DAY
 from bot.engine.context import EngineContext
 from bot.engine.errors import UserError
@@ -20,10 +20,12 @@ from bot.engine.models import (
     Community,
     FlagStatus,
     FraudFlag,
+    Grant,
     GrantStatus,
     Participant,
     Referral,
     ReferralStatus,
+    RewardKind,
 )
 from bot.engine.notify import to_channel, to_user
 from bot.engine.ports import Repository
@@ -100,23 +102,50 @@ async def hold_referrals(
     )
     referrers = {r.referrer_id for r in was_converted}
     counts = await repo.converted_counts(referrers)
+    held_grants: list[Grant] = []
     for referrer_id in referrers:
         program_id = next(r.program_id for r in was_converted if r.referrer_id == referrer_id)
         thresholds = {x.id: x.threshold for x in await repo.tiers(program_id)}
-        above = [
-            g.id
+        held_grants += [
+            g
             for g in await repo.grants_of(referrer_id)
             if g.side == "referrer"
-            and g.status == GrantStatus.AVAILABLE
+            and _holdable(g)
             and thresholds.get(g.tier_id or 0, 0) > counts.get(referrer_id, 0)
         ]
-        await repo.hold_grants(above)
+    # Every reward the referral carried: the newcomer's own reward is held with it.
+    held_grants += [
+        g for g in await repo.grants_of_referrals(r.id for r in was_converted) if _holdable(g)
+    ]
+    await rewards.hold(repo, ctx, held_grants, await _homes(repo, was_converted), now)
+
+
+def _holdable(g: Grant) -> bool:
+    """Not yet redeemed, or a role (given now, taken off while held)."""
+    return g.status == GrantStatus.AVAILABLE or (
+        g.status == GrantStatus.REDEEMED and g.kind == RewardKind.ROLE
+    )
+
+
+async def _homes(repo: Repository, referrals_: list[Referral]) -> dict[int, Community]:
+    """Both sides of each referral are told in the community where it was made."""
+    comms = await repo.communities_by_ids({r.community_id for r in referrals_})
+    home: dict[int, Community] = {}
+    for r in referrals_:
+        if r.community_id in comms:
+            home.setdefault(r.referrer_id, comms[r.community_id])
+            home.setdefault(r.referred_id, comms[r.community_id])
+    return home
 
 
 async def release_referrals(
-    repo: Repository, ctx: EngineContext, held: list[Referral], now: int
+    repo: Repository, ctx: EngineContext, held: list[Referral], now: int, event: int = 0
 ) -> None:
-    """Approved: a held referral counts again (or goes back to waiting for conversion)."""
+    """Approved: a held referral counts again (or goes back to waiting for conversion).
+
+    Its held rewards come back (roles are given again) and the referrer is told. ``event``
+    names the approval (the newest flag it closed), so each approval is told once.
+    """
     held = [r for r in held if r.status == ReferralStatus.HELD]
     if not held:
         return
@@ -135,6 +164,8 @@ async def release_referrals(
             for r in held
         ]
     )
+    home = await _homes(repo, held)
+    await _tell_approved(repo, ctx, held, home, now, event)
     back = [r for r in held if r.converted_at]
     await repo.bump_leaderboard(
         [
@@ -148,23 +179,71 @@ async def release_referrals(
     referrers = await repo.participants(r.referrer_id for r in back)
     counts = await repo.converted_counts(referrers)
     settings = await communities.settings_for(repo, ctx, {r.program_id for r in back})
+    within: list[Grant] = []
     for pid, person in referrers.items():
         thresholds = {x.id: x.threshold for x in await repo.tiers(person.program_id)}
-        within = [
-            g.id
+        within += [
+            g
             for g in await repo.grants_of(pid)
             if g.status == GrantStatus.HELD
+            and g.side == "referrer"
             and thresholds.get(g.tier_id or 0, 0) <= counts.get(pid, 0)
         ]
-        await repo.release_grants(within)
+    within += [
+        g
+        for g in await repo.grants_of_referrals(r.id for r in back)
+        if g.status == GrantStatus.HELD
+    ]
+    await rewards.release(repo, ctx, within, home, now)
     rows = []
     for program_id in {r.program_id for r in back}:
         mine = {pid: p for pid, p in referrers.items() if p.program_id == program_id}
         tiers = await repo.tiers(program_id)
         rows += tier_grant_rows(program_id, mine, counts, tiers, settings[program_id], now)
     created = await repo.insert_grants(rows)
-    home = {r.referrer_id: await repo.community_by_id(r.community_id) for r in back}
-    await tell_granted(repo, created, referrers, home, settings, now)  # type: ignore[arg-type]
+    await tell_granted(repo, created, referrers, home, settings, now)
+
+
+async def _tell_approved(
+    repo: Repository,
+    ctx: EngineContext,
+    released: list[Referral],
+    home: dict[int, Community],
+    now: int,
+    event: int,
+) -> None:
+    people = await repo.participants(
+        {r.referrer_id for r in released} | {r.referred_id for r in released}
+    )
+    settings = await communities.settings_for(repo, ctx, {r.program_id for r in released})
+    rows = []
+    for r in released:
+        referrer, member = people.get(r.referrer_id), people.get(r.referred_id)
+        where = home.get(r.referrer_id)
+        if referrer is None or member is None or where is None:
+            continue
+        s = settings[r.program_id]
+        text = (
+            t("dm.referral_approved", member=member.display_name)
+            if r.converted_at
+            else t(
+                "dm.referral_approved_pending",
+                member=member.display_name,
+                min_days=t("days", count=s.min_days),
+                min_messages=t("messages", count=s.min_messages),
+            )
+        )
+        rows.append(
+            to_user(
+                where,
+                referrer.user_id,
+                text,
+                communities.locale_of(s, referrer.locale),
+                f"approved:{r.id}:{event}",
+                now,
+            )
+        )
+    await repo.add_outbox(rows)
 
 
 async def _post(
@@ -295,7 +374,7 @@ async def approve(
         elif f.detector in REFERRER_DETECTORS:
             candidates += await repo.referrals_by([f.participant_id], ("held",))
     release = await _unflagged(repo, candidates)
-    await release_referrals(repo, ctx, release, now)
+    await release_referrals(repo, ctx, release, now, max(open_ids))
     await _audit(
         repo,
         community,
