@@ -48,6 +48,38 @@ async def test_a_tier_reached_grants_the_role_and_is_announced_once(world: World
     assert len(role_calls) == 1
 
 
+async def test_a_member_who_leaves_and_comes_back_gets_the_role_again(world: World) -> None:
+    """Discord drops a member's roles when they leave; the bot gives a role reward back."""
+    champion = world.role("Champion", position=5)
+    await configure(world, min_days="0", min_messages="0")
+    await world.admin.slash(
+        world.general,
+        "referral-admin tier-add",
+        name="Gold",
+        threshold=1,
+        kind="role",
+        value="Champion",
+    )
+    alice = await world.member("alice")
+    invite, _ = await personal_invite(world, alice)
+    world.join(invite, "bob")
+    await world.window()
+    await world.jobs(60)
+    await world.deliver()
+    members = world.env.backend.guilds[world.guild.id].members
+    assert champion.id in members[alice.id].role_ids
+    world.guild.remove_member(alice)
+    await world.env.settle()
+    world.guild.add_member(alice.user)
+    await world.window()
+    await world.deliver()
+    assert champion.id in members[alice.id].role_ids
+    await world.jobs(3600)  # later sweeps and redeliveries add no call
+    await world.deliver()
+    role_calls = [r for r in world.env.http_requests if "/roles/" in r.path and r.method == "PUT"]
+    assert len(role_calls) == 2
+
+
 async def test_a_role_above_the_bot_fails_loudly_not_silently(world: World) -> None:
     world.role("Legend", position=90)
     item = OutboxItem(
