@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.engine import communities
 from bot.engine.context import EngineContext
+from bot.engine.models import LeaderboardRow
 from bot.engine.notify import to_channel
 from bot.engine.ports import Repository
 from bot.engine.text import DateRange, Mention, t
@@ -39,6 +40,17 @@ def digest_slot(now: int, weekday: int, minute: int) -> tuple[int, str]:
     return int(slot.timestamp()), f"{year:04d}-W{week:02d}"
 
 
+async def present_only(
+    repo: Repository, rows: list[LeaderboardRow], limit: int
+) -> list[LeaderboardRow]:
+    """No public praise for someone who left every community of the program."""
+    memberships = await repo.memberships_of(r.participant_id for r in rows)
+    here = [
+        r for r in rows if any(m.left_at is None for m in memberships.get(r.participant_id, []))
+    ]
+    return here[:limit]
+
+
 def week_dates(slot: int) -> DateRange:
     """Monday to Sunday of the completed week a digest at ``slot`` reports."""
     when = datetime.fromtimestamp(slot, UTC)
@@ -66,7 +78,7 @@ async def post_digests(repo: Repository, ctx: EngineContext) -> int:
         community = await repo.community_by_id(s.announce_community_id)
         if community is None or community.program_id != program_id:
             continue
-        top = await repo.leaderboard_top(program_id, week, 10)
+        top = await present_only(repo, await repo.leaderboard_top(program_id, week, 50), 10)
         dates = week_dates(slot)
         lines = [
             t("leaderboard.line", rank=i, member=Mention(r.user_id, r.display_name), count=r.count)

@@ -487,6 +487,7 @@ async def redeem(
             g.label.lower() == wanted and g.status == GrantStatus.REDEEMED for g in mine
         ):
             raise UserError("redeem.already", reward=which[:60])
+        _refuse_held([g for g in mine if g.label.lower() == wanted] if not matching else [])
         if not matching:
             names = ", ".join(sorted({g.label for g in ready})) or "-"
             raise UserError("redeem.unknown", reward=which[:60], available=names)
@@ -505,6 +506,7 @@ async def redeem(
                 reward=later[0].label,
                 date=Date(min(g.available_at for g in later)),
             )
+        _refuse_held(mine)
         raise UserError("redeem.nothing")
     out: list[Redeemed] = []
     pools_used: set[str] = set()
@@ -567,6 +569,13 @@ async def tell_refilled(
     await repo.add_outbox(rows)
     await repo.clear_waiting([g.id for g in waiting])
     return len(rows)
+
+
+def _refuse_held(grants: list[Grant]) -> None:
+    """A reward held for review can't be redeemed; say so rather than "no such reward"."""
+    held = sorted({g.label for g in grants if g.status == GrantStatus.HELD})
+    if held:
+        raise UserError("redeem.on_hold", rewards=", ".join(held))
 
 
 def _redeemed_text(g: Grant, coupon: str | None) -> Text:

@@ -127,8 +127,13 @@ async def test_the_newcomers_reward_is_held_with_the_referral_and_withdrawn_on_r
     held = [line for line in said if "is on hold while the moderators review" in line]
     assert any(line.startswith("[bot -> @bob ") and "welcome" in line for line in held)
     assert any(line.startswith("[bot -> @alice ") and "Bronze" in line for line in held)
-    # Held rewards can't be redeemed, and /status says so.
-    assert "no rewards to redeem" in (await h.say("bob", "/redeem"))[0]
+    # Held rewards can't be redeemed, and /redeem and /status say so.
+    refused = "On hold while the moderators review a referral: welcome."
+    assert refused in (await h.say("bob", "/redeem"))[0]
+    assert refused in (await h.say("bob", "/redeem welcome"))[0]
+    assert "On hold while the moderators review a referral: Bronze." in (
+        await h.say("alice", "/redeem Bronze")
+    )[0]
     status = (await h.say("bob", "/status"))[0]
     assert "On hold while the moderators review a referral: welcome." in status
     said = await h.say("mo", "/fraud-reject 1 same person")
@@ -256,6 +261,11 @@ async def test_a_referrer_who_left_is_not_announced_but_still_counts(harness: Ha
     assert not any(line.startswith("[bot -> #lounge/news]") for line in said)
     board = (await h.say("carol", "/leaderboard"))[0]
     assert "1. alice: 1 referral" in board
+    # Nor in the weekly digest (Monday 18:00 reports the week before).
+    said = await h.advance(4 * DAY + 19 * HOUR)
+    digest = [line for line in said if "Weekly referral leaderboard" in line]
+    assert len(digest) == 1 and "no new referrals to celebrate" in digest[0]
+    assert "alice" not in digest[0]
     # She comes back: the old grant is never announced later.
     await h.console.join("alice")
     assert not any("#lounge/news" in line for line in await h.advance(HOUR))
