@@ -250,7 +250,9 @@ async def _tell_ready(repo: Repository, ctx: EngineContext, ready: list[Grant], 
         if person is None or where is None:
             continue
         reward = reward_text(g.kind, g.value)
-        if g.kind == RewardKind.ROLE:
+        if g.kind == RewardKind.ROLE and g.side == "referee":
+            text = t("dm.referee_role_ready", role=g.value)
+        elif g.kind == RewardKind.ROLE:
             text = t("dm.role_ready", label=g.label, role=g.value)
         elif g.side == "referee":
             text = t("dm.referee_ready", reward=reward)
@@ -647,8 +649,8 @@ async def announce(repo: Repository, ctx: EngineContext) -> tuple[int, int]:
         s = settings[g.program_id]
         if g.side != "referrer" or s.announce_community_id is None:
             continue
-        if g.participant_id not in present:
-            continue
+        if g.participant_id not in present or g.status in (GrantStatus.REVOKED, GrantStatus.HELD):
+            continue  # gone, taken back or held for review before it was announced
         community = places.get(s.announce_community_id)
         if community is None or community.program_id != g.program_id:
             continue

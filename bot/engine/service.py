@@ -282,7 +282,10 @@ class ReferralEngine:
                 current=reached[-1] if reached else None,
                 next=upcoming[0] if upcoming else None,
                 available=[g for g in usable if g.available_at <= now],
-                later=[g for g in usable if g.available_at > now],
+                # Roles are given, not claimed, but one in its holding period is shown too.
+                later=[
+                    g for g in grants if g.status == GrantStatus.AVAILABLE and g.available_at > now
+                ],
                 points=points,
                 settings=s,
                 held=[g for g in grants if g.status == GrantStatus.HELD],

@@ -131,9 +131,10 @@ async def test_the_newcomers_reward_is_held_with_the_referral_and_withdrawn_on_r
     refused = "On hold while the moderators review a referral: welcome."
     assert refused in (await h.say("bob", "/redeem"))[0]
     assert refused in (await h.say("bob", "/redeem welcome"))[0]
-    assert "On hold while the moderators review a referral: Bronze." in (
-        await h.say("alice", "/redeem Bronze")
-    )[0]
+    assert (
+        "On hold while the moderators review a referral: Bronze."
+        in (await h.say("alice", "/redeem Bronze"))[0]
+    )
     status = (await h.say("bob", "/status"))[0]
     assert "On hold while the moderators review a referral: welcome." in status
     said = await h.say("mo", "/fraud-reject 1 same person")
@@ -305,3 +306,34 @@ async def test_after_downtime_a_conversion_counts_in_the_week_it_became_due(harn
     assert "1. @alice: 1 referral" in digest[0]
     assert "No converted referrals yet." in (await h.say("alice", "/leaderboard week"))[0]
     assert "1. alice: 1 referral" in (await h.say("alice", "/leaderboard month"))[0]
+
+
+async def test_a_role_in_its_holding_period_is_shown_and_told_when_given(harness: Harness):
+    h = harness
+    await admin_setup(h, "/set holding-days 2", "/tier-add Helper 1 role Helper")
+    await h.say("ada", "/referee-reward role Welcomed")
+    await h.console.join("alice")
+    await convert(h, "bob")  # converts on Jan 2: the roles wait until Jan 4
+    assert "Helper becomes available on Jan 4, 2026." in (await h.say("alice", "/status"))[0]
+    assert "welcome becomes available on Jan 4, 2026." in (await h.say("bob", "/status"))[0]
+    said = await h.advance(2 * DAY)
+    assert (
+        "[bot -> @bob (private)] Your welcome reward is ready: you now have the Welcomed role."
+        in said
+    )
+    assert "[bot -> #lounge] (role Welcomed given to @bob)" in said
+    assert "[bot -> #lounge] (role Helper given to @alice)" in said
+    assert "becomes available" not in (await h.say("alice", "/status"))[0]
+
+
+async def test_a_tier_taken_back_before_its_announcement_is_never_announced(harness: Harness):
+    h = harness
+    await admin_setup(h, "/set announce-channel #news", "/tier-add Bronze 1 points 10")
+    await h.console.join("alice")
+    await h.console.join("bob", via="alice")
+    await h.console.say("bob", "hello")
+    h.clock.advance(DAY)
+    await h.engine.run_sweep()  # converted and granted; the announcement job has not run yet
+    await h.say("ada", "/referral-revoke 1 duplicate")
+    said = await h.advance(60)
+    assert not any("#lounge/news" in line for line in said)
