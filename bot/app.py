@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -21,9 +22,13 @@ from bot.engine.program_settings import (
 )
 from bot.engine.service import ReferralEngine
 from bot.platforms.base import Platform
+from bot.supervise import PlatformSupervisor
 from config.i18n import Catalog
 from config.settings import ConfigError, Settings
 from storage.database import Database
+
+if TYPE_CHECKING:
+    from bot.http import HealthServer
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +140,22 @@ class App:
         self.db.writer.on_outbox.append(self.outbox.wake)
         self.scheduler: AsyncIOScheduler | None = None
         self._outbox_task: asyncio.Task | None = None
+        # Platforms that cannot connect are retried in the background (bot/supervise.py).
+        self.supervisor = PlatformSupervisor(self)
+        self.http: HealthServer | None = None
 
     async def open(self) -> None:
         """Storage and platforms, without background work (scenarios drive time themselves)."""
         await self.db.open()
-        for platform in self.platforms.values():
-            await platform.start(self)
+        await self.supervisor.start_all()
 
     async def start(self) -> None:
         """Everything, including the scheduler and the outbox worker (``referral-bot run``)."""
+        if self.settings.http.listen:  # first, so that /healthz answers while platforms retry
+            from bot.http import HealthServer
+
+            self.http = HealthServer(self)
+            await self.http.start()
         await self.open()
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         jobs.schedule(self.scheduler, self)
@@ -157,6 +169,10 @@ class App:
         await jobs.run_all(self)
 
     async def close(self) -> None:
+        await self.supervisor.stop()
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None

@@ -14,11 +14,15 @@ from pathlib import Path
 
 from bot.app import App, program_defaults
 from bot.engine.clock import SystemClock
+from bot.engine.text import t
+from bot.logformat import setup_logging
 from bot.platforms.console import ConsolePlatform
 from bot.platforms.registry import build_platforms
 from bot.scenario import ScenarioError, ScenarioRunner
+from bot.supervise import DatabaseUnreachable, PlatformRejected, wait_for_database
 from config import settings as config
-from storage.backup import backup_sqlite
+from config.i18n import Catalog
+from storage.backup import RunLock, backup_sqlite, restore_sqlite
 from storage.database import Database, redact
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.scenario"
@@ -60,10 +64,9 @@ async def _console(settings: config.Settings) -> int:
     runner = ScenarioRunner(settings, echo=print)
     runner.clock.set(SystemClock().now())
     await runner.app.open()
-    print(
-        "Referral bot console. Type scenario lines, e.g.  join alice  |  alice: /invite  |  "
-        "advance 3d  |  quit"
-    )
+    catalog = runner.app.catalog
+    print(catalog.render(t("ops.console.welcome")))
+    print(catalog.render(t("ops.console.admin_hint")))
     try:
         for name in settings.console.communities:
             if name not in runner.console.communities:
@@ -77,6 +80,9 @@ async def _console(settings: config.Settings) -> int:
             line_no += 1
             if line.strip() in ("quit", "exit"):
                 break
+            if line.strip() in ("help", "?"):
+                print(catalog.render(t("ops.console.help")))
+                continue
             try:
                 await runner.step(line_no, line)
             except ScenarioError as exc:
@@ -98,8 +104,36 @@ async def _run(settings: config.Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        await wait_for_database(settings.database.url, settings.database.start_retry_seconds)
+    except DatabaseUnreachable as exc:
+        print(_database_line(exc), file=sys.stderr)
+        return 1
+    lock = RunLock.for_url(settings.database.url)
+    if lock is not None and not lock.acquire():
+        print(f"run: {lock.held_message()}", file=sys.stderr)
+        return 2
+    try:
+        return await _serve(settings, platforms)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _database_line(exc: DatabaseUnreachable) -> str:
+    return Catalog().render(
+        t("ops.database.unreachable", url=exc.url, seconds=f"{exc.seconds:g}", reason=exc.reason)
+    )
+
+
+async def _serve(settings: config.Settings, platforms: list) -> int:
     app = App(settings, platforms, clock=SystemClock())
-    await app.start()
+    try:
+        await app.start()
+    except PlatformRejected as exc:
+        await app.close()
+        print(str(exc), file=sys.stderr)
+        return 2
     console = next((p for p in platforms if isinstance(p, ConsolePlatform)), None)
     if console is not None:
         for name in settings.console.communities:
@@ -108,6 +142,7 @@ async def _run(settings: config.Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    app.supervisor.on_fatal.append(lambda _exc: stop.set())  # a token rejected on a retry
     print(
         f"referral-bot running on {', '.join(app.platforms)} with "
         f"{redact(settings.database.url)}; Ctrl-C stops it."
@@ -126,14 +161,49 @@ async def _run(settings: config.Settings) -> int:
         pass
     finally:
         await app.close()
+    if app.supervisor.fatal is not None:
+        print(str(app.supervisor.fatal), file=sys.stderr)
+        return 2
     return 0
 
 
 async def _migrate(settings: config.Settings) -> int:
+    try:
+        await wait_for_database(settings.database.url, settings.database.start_retry_seconds)
+    except DatabaseUnreachable as exc:
+        print(_database_line(exc), file=sys.stderr)
+        return 1
     db = Database(settings.database.url)
     await db.migrate()
     await db.close()
     print(f"database at {redact(settings.database.url)} is up to date")
+    return 0
+
+
+def _restore(settings: config.Settings, source: Path) -> int:
+    db = Database(settings.database.url)
+    if db.path is None:
+        print(
+            "restore: only SQLite databases are restored this way; for PostgreSQL use "
+            "pg_restore (see docs/operations.md#backup-and-restore)",
+            file=sys.stderr,
+        )
+        return 2
+    lock = RunLock.for_url(settings.database.url)
+    assert lock is not None
+    if not lock.acquire():
+        print(f"restore: {lock.held_message()}; stop it first", file=sys.stderr)
+        return 2
+    try:
+        kept = restore_sqlite(source, db.path)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"restore: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        lock.release()
+    print(
+        f"restored {db.path} from {source}" + (f"; the previous one is in {kept}" if kept else "")
+    )
     return 0
 
 
@@ -156,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     bak = sub.add_parser("backup", help="copy a live SQLite database consistently")
     bak.add_argument("out", type=Path)
     bak.add_argument("--config")
+    res = sub.add_parser("restore", help="replace the SQLite database with a backup (bot stopped)")
+    res.add_argument("file", type=Path)
+    res.add_argument("--config")
     args = parser.parse_args(argv)
 
     try:
@@ -163,11 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=os.environ.get("REFERRAL_BOT_LOG_LEVEL", settings.logging.level).upper()
-        if args.command in ("run",)
-        else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    setup_logging(
+        os.environ.get("REFERRAL_BOT_LOG_LEVEL", settings.logging.level)
+        if args.command in ("run", "migrate")
+        else "WARNING",
+        settings.logging.format,
+        third_party_level=settings.logging.third_party_level,
+        keep_foreign=True,
     )
     if args.command == "demo":
         data = Path("data")
@@ -201,4 +276,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"copied {pages} pages of {db.path} to {args.out}")
         return 0
+    if args.command == "restore":
+        return _restore(settings, args.file)
     return asyncio.run(_run(settings))

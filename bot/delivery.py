@@ -14,6 +14,7 @@ import math
 from collections import deque
 from collections.abc import Mapping
 
+from bot.engine import observe
 from bot.engine.clock import Clock
 from bot.engine.models import OutboxItem
 from bot.engine.ports import Repository, Store
@@ -112,12 +113,15 @@ class OutboxWorker:
         try:
             await platform.deliver(item)
         except DeliveryError as exc:
+            _observe_delivery(item, exc)
             return await self._failed(
                 item, str(exc), exc.retryable, exc.retry_after, exc.counts_as_attempt
             )
         except Exception as exc:  # a bug or an outage: retry later, never lose the item
             log.exception("event=outbox.delivery_crashed id=%s kind=%s", item.id, item.kind)
+            _observe_delivery(item, exc)
             return await self._failed(item, type(exc).__name__, True, None, True)
+        _observe_delivery(item, None)
         now = self.clock.now()
         await self.store.write(lambda repo: repo.mark_delivered(item.id, now))
         self.delivered += 1
@@ -166,3 +170,19 @@ class OutboxWorker:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=poll_seconds)
             except TimeoutError:
                 pass
+
+
+def _observe_delivery(item: OutboxItem, exc: Exception | None) -> None:
+    """Metrics: an attempt reached the platform (local pacing waits are not attempts)."""
+    if isinstance(exc, DeliveryError) and not exc.counts_as_attempt and not exc.rate_limited:
+        return
+    observe.emit("delivery.attempt", platform=item.platform)
+    if exc is not None:
+        retryable = not isinstance(exc, DeliveryError) or exc.retryable
+        rate_limited = isinstance(exc, DeliveryError) and exc.rate_limited
+        observe.emit(
+            "delivery.failure",
+            platform=item.platform,
+            retryable=str(retryable).lower(),
+            rate_limited=str(rate_limited).lower(),
+        )

@@ -7,12 +7,15 @@ The same list runs from the scheduler in production and from a scenario's ``adva
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+
+from bot.engine import observe
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -63,11 +66,15 @@ JOBS = (
 
 
 async def run_job(app: App, job: Job) -> None:
+    started = time.perf_counter()
     try:
         result = await job.run(app)
         log.debug("event=job.done job=%s result=%s", job.name, result)
     except Exception:
         log.exception("event=job.failed job=%s", job.name)
+        observe.emit("job", time.perf_counter() - started, job=job.name, outcome="failed")
+    else:
+        observe.emit("job", time.perf_counter() - started, job=job.name, outcome="ok")
 
 
 async def run_all(app: App) -> None:

@@ -6,10 +6,12 @@ the behaviour of a command is one hop from its name: ``REGISTRY.get(name).handle
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.engine import observe
 from bot.engine.admin import Actor
 from bot.engine.context import Capabilities
 from bot.engine.errors import UserError
@@ -188,19 +190,30 @@ async def dispatch(
     """
     command = REGISTRY.get(name)
     if command is None:
+        observe.emit("command", 0.0, command="unknown", outcome="unknown")
         return [Reply(t("command.unknown", name=name[:40]), private=True)]
-    if not allowed(command, ctx):
-        return [
-            Reply(
-                t("command.forbidden", name=command.name, audience=command.audience.value),
-                private=True,
-            )
-        ]
+    started, outcome = time.perf_counter(), "error"
     try:
-        ctx.options = (
-            command.parse_named(named) if named is not None else command.parse_tokens(tokens or ())
-        )
-        result = await command.handler(ctx)
-    except UserError as exc:
-        return [Reply(exc.text, private=True)]
-    return result if isinstance(result, list) else [result]
+        if not allowed(command, ctx):
+            outcome = "forbidden"
+            return [
+                Reply(
+                    t("command.forbidden", name=command.name, audience=command.audience.value),
+                    private=True,
+                )
+            ]
+        try:
+            ctx.options = (
+                command.parse_named(named)
+                if named is not None
+                else command.parse_tokens(tokens or ())
+            )
+            result = await command.handler(ctx)
+        except UserError as exc:
+            outcome = "user_error"
+            return [Reply(exc.text, private=True)]
+        outcome = "ok"
+        return result if isinstance(result, list) else [result]
+    finally:
+        seconds = time.perf_counter() - started
+        observe.emit("command", seconds, command=command.name, outcome=outcome)

@@ -23,6 +23,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str = "sqlite+aiosqlite:///data/referral-bot.db"
+    start_retry_seconds: int = 60  # `run` waits this long for an unreachable database at start
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,14 @@ class TelegramSettings:
 @dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
+    format: str = "text"  # text: key=value lines | json: one JSON object a line
+    third_party_level: str = "WARNING"  # discord.py, python-telegram-bot, httpx, APScheduler...
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    listen: str = ""  # host:port of the health and metrics listener, e.g. "127.0.0.1:8080"
+    outbox_stuck_seconds: int = 900  # /readyz fails when a due item waits longer than this
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,7 @@ class Settings:
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     program: dict[str, Any] = field(default_factory=dict)
 
 
@@ -134,12 +144,28 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if isinstance(default, tuple):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{key}: expected a list of names, got {value!r}")
-        return tuple(value)
+        # Ids may be written as numbers (guild_ids = [123]) or as text (["123"]).
+        if not isinstance(value, list) or not all(_is_text_or_id(v) for v in value):
+            raise ConfigError(
+                f"{key}: expected a list of ids or names, e.g. [123, 456] or "
+                f'["lounge"], got {value!r}'
+            )
+        return tuple(str(v) for v in value)
+    if _is_id(value):
+        return str(value)  # moderators_chat_id = -100123 is the same as "-100123"
     if not isinstance(value, str):
-        raise ConfigError(f"{key}: expected text, got {value!r}")
+        raise ConfigError(
+            f'{key}: expected text or a whole number, e.g. "name" or 123, got {value!r}'
+        )
     return value
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_text_or_id(value: Any) -> bool:
+    return isinstance(value, str) or _is_id(value)
 
 
 def _section(name: str, data: Any) -> Any:
@@ -204,6 +230,12 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
     settings = Settings(**{name: _section(name, value) for name, value in data.items()})
     if settings.logging.level.upper() not in _LEVELS:
         raise ConfigError(f"logging.level: expected one of {', '.join(_LEVELS)}")
+    if settings.logging.format not in ("text", "json"):
+        raise ConfigError(f"logging.format: expected text or json, got {settings.logging.format!r}")
+    if settings.logging.third_party_level.upper() not in _LEVELS:
+        raise ConfigError(f"logging.third_party_level: expected one of {', '.join(_LEVELS)}")
+    if settings.http.listen:
+        _listen_address("http.listen", settings.http.listen)
     if settings.telegram.mode not in ("polling", "webhook"):
         raise ConfigError("telegram.mode: expected polling or webhook")
     url = settings.database.url
@@ -213,3 +245,17 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
             "postgresql+asyncpg://user@host/db"
         )
     return settings
+
+
+def _listen_address(key: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(
+            f'{key}: expected host:port, e.g. "127.0.0.1:8080" or "0.0.0.0:8080", got {value!r}'
+        )
+    return host.strip("[]"), int(port)
+
+
+def listen_address(settings: HttpSettings) -> tuple[str, int] | None:
+    """The health listener's (host, port), or None when it is off."""
+    return _listen_address("http.listen", settings.listen) if settings.listen else None

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.engine import observe
 from bot.engine.models import (
     AuditEntry,
     Community,
@@ -25,6 +26,7 @@ from bot.engine.models import (
     GrantStatus,
     LeaderboardRow,
     Membership,
+    OutboxBacklog,
     OutboxItem,
     Participant,
     Referral,
@@ -586,6 +588,7 @@ class Repository:
             referrals.insert().returning(c.id, c.program_id, c.referred_id), rows
         )
         ids = {(r.program_id, r.referred_id): r.id for r in result.all()}
+        _count_transitions(self, [("new", _value(r["status"])) for r in rows])
         return [ids[(r["program_id"], r["referred_id"])] for r in rows]
 
     async def due_referrals(self, now: int, limit: int) -> list[Referral]:
@@ -601,6 +604,16 @@ class Repository:
         """Each row: ``rid`` plus status, due_at, converted_at, ended_at, reason."""
         if not rows:
             return
+        if observe.listening():  # metrics: the status each referral had before
+            before: dict[int, str] = {}
+            for chunk in _chunks([r["rid"] for r in rows]):
+                found = await self._rows(
+                    sa.select(referrals.c.id, referrals.c.status).where(referrals.c.id.in_(chunk))
+                )
+                before.update((f.id, f.status) for f in found)
+            _count_transitions(
+                self, [(before.get(r["rid"], "new"), _value(r["status"])) for r in rows]
+            )
         stmt = (
             referrals.update()
             .where(referrals.c.id == sa.bindparam("rid"))
@@ -729,6 +742,8 @@ class Repository:
                 sa.select(grants).where(grants.c.dedupe_key.in_(chunk)).order_by(grants.c.id)
             )
             created.extend(_grant(f) for f in found)
+        for g in created:
+            observe.after_commit(self, "grant", kind=_value(g.kind), side=g.side)
         return created
 
     async def grants_of(self, participant_id: int) -> list[Grant]:
@@ -1031,6 +1046,8 @@ class Repository:
                 .order_by(fraud_flags.c.id)
             )
             created.extend(_flag(f) for f in found)
+        for f in created:
+            observe.after_commit(self, "flag", detector=f.detector)
         return created
 
     async def flag(self, flag_id: int) -> FraudFlag | None:
@@ -1358,3 +1375,39 @@ class Repository:
             )
             found.update(r[0] for r in rows)
         return found
+
+    # -- operations (issue 14: health and metrics) ----------------------------------------
+
+    async def outbox_backlog(self) -> list[OutboxBacklog]:
+        """Per platform: how many items wait, the oldest one's creation, the earliest due time."""
+        c = outbox.c
+        rows = await self._rows(
+            sa.select(
+                c.platform,
+                sa.func.count(),
+                sa.func.min(c.created_at),
+                sa.func.min(c.next_attempt_at),
+            )
+            .where(c.delivered_at.is_(None), c.failed_at.is_(None))
+            .group_by(c.platform)
+        )
+        return [OutboxBacklog(r[0], int(r[1]), r[2], r[3]) for r in rows]
+
+
+# -- metrics (issue 14: run it for real) --------------------------------------------------------
+
+
+def _count_transitions(repo: Repository, changes: list[tuple[str, str]]) -> None:
+    """Count referral status changes once the transaction commits (never on a rollback)."""
+    if not observe.listening():
+        return
+    counts: dict[tuple[str, str], int] = {}
+    for old, new in changes:
+        if old != new:
+            counts[(old, new)] = counts.get((old, new), 0) + 1
+    for (old, new), n in counts.items():
+        observe.after_commit(repo, "referral.transition", n, from_status=old, to_status=new)
+
+
+def _value(enum_or_text: Any) -> str:
+    return str(getattr(enum_or_text, "value", enum_or_text))

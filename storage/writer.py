@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from bot.engine import observe
 from storage.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ class Writer:
                 runs[-1].append(job)
             else:
                 runs.append([job])
+        started = time.perf_counter()
         try:
             outcomes, hooks = await self._transaction(runs)
         except Exception as exc:  # the commit itself failed (or the connection did)
@@ -117,6 +120,7 @@ class Writer:
                 await self._commit_group([job])
             return
         self.transactions += 1
+        observe.emit("writer.group", time.perf_counter() - started, size=str(len(group)))
         for hook in hooks:
             try:
                 hook()

@@ -182,3 +182,16 @@ class FraudFlag:
     reviewer: str | None
     reviewed_at: int | None
     review_note: str | None
+
+
+# -- operations (issue 14: health and metrics) --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxBacklog:
+    """What waits in the outbox for one platform (neither delivered nor given up)."""
+
+    platform: str
+    waiting: int
+    oldest_created_at: int | None  # the oldest waiting item's creation
+    oldest_due_at: int | None  # the earliest next_attempt_at among them (due if <= now)

@@ -16,6 +16,7 @@ from bot.engine.models import (
     Grant,
     LeaderboardRow,
     Membership,
+    OutboxBacklog,
     OutboxItem,
     Participant,
     Referral,
@@ -331,6 +332,12 @@ class Repository(Protocol):
     async def mark_failed(self, outbox_id: int, attempts: int, now: int, error: str) -> None: ...
 
     async def outbox_keys(self, keys: Iterable[str]) -> set[str]: ...
+
+    # -- operations (issue 14: health and metrics) ----------------------------------------
+
+    async def outbox_backlog(self) -> list[OutboxBacklog]:
+        """Per platform: how many items wait, the oldest one's age, the earliest due time."""
+        ...
 
 
 class Store(Protocol):

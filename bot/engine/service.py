@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from bot.engine import admin, communities, leaderboard, members, referrals, rewards
+from bot.engine import admin, communities, leaderboard, members, observe, referrals, rewards
 from bot.engine import codes as codes_mod
 from bot.engine.admin import Actor
 from bot.engine.context import EngineContext
@@ -112,6 +112,12 @@ class ReferralEngine:
 
     async def member_joined(self, event: MemberJoined) -> JoinResult:
         result: JoinResult = await self.store.submit(self._joins, event)
+        observe.emit(
+            "join",
+            platform=event.community.platform,
+            source=event.source.value,
+            outcome=result.outcome,
+        )
         log.info(
             "event=member.joined platform=%s community=%s outcome=%s credited=%s",
             event.community.platform,

@@ -25,12 +25,15 @@ class DeliveryError(Exception):
         retryable: bool = True,
         retry_after: float | None = None,
         counts_as_attempt: bool = True,
+        rate_limited: bool = False,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         # False for pacing ("not now, in 2 s"): waiting for a rate limit is not a failure.
         self.counts_as_attempt = counts_as_attempt
+        # True when the platform itself refused with a rate limit (HTTP 429), for the metrics.
+        self.rate_limited = rate_limited
 
 
 class Platform(Protocol):

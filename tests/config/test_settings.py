@@ -40,6 +40,18 @@ def test_environment_overrides_the_file(tmp_path):
         ),
         ("[program]\ndigest_weekday = 7\n", {}, "program.digest_weekday: must be from 0 to 6"),
         ("[program]\ndm_newcomers = 'maybe'\n", {}, "program.dm_newcomers: must be one of"),
+        (
+            "[discord]\nguild_ids = [1.5]\n",
+            {},
+            "discord.guild_ids: expected a list of ids or names, e.g. [123, 456]",
+        ),
+        (
+            "[telegram]\nmoderators_chat_id = 1.5\n",
+            {},
+            "telegram.moderators_chat_id: expected text or a whole number",
+        ),
+        ("[logging]\nformat = 'xml'\n", {}, "logging.format: expected text or json"),
+        ("[http]\nlisten = '8080'\n", {}, "http.listen: expected host:port"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, toml, env, message):
@@ -53,3 +65,19 @@ def test_bad_settings_name_the_key(tmp_path, toml, env, message):
 def test_a_missing_config_file_is_named():
     with pytest.raises(ConfigError, match="no such file"):
         load("/nonexistent/bot.toml", environ={})
+
+
+def test_numeric_ids_are_accepted_as_numbers(tmp_path):
+    file = tmp_path / "bot.toml"
+    file.write_text(
+        "[discord]\nguild_ids = [123, 456]\nshard_ids = [0]\nshard_count = 2\n"
+        "[telegram]\nmoderators_chat_id = -100123\n"
+    )
+    settings = load(file, environ={})
+    assert settings.discord.guild_ids == ("123", "456")  # the same as ["123", "456"]
+    assert settings.discord.shard_ids == ("0",)
+    assert settings.telegram.moderators_chat_id == "-100123"
+    text = tmp_path / "text.toml"
+    text.write_text('[discord]\nguild_ids = ["123"]\n[telegram]\nmoderators_chat_id = "-100123"\n')
+    same = load(text, environ={})
+    assert same.discord.guild_ids == ("123",) and same.telegram.moderators_chat_id == "-100123"

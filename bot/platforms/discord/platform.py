@@ -30,12 +30,14 @@ from bot.platforms.discord.interactions import Interactions, member_roles
 from bot.platforms.discord.invites import InviteTracker
 from bot.platforms.discord.render import render
 from bot.platforms.discord.slash import build_payload, tree_hash
+from bot.platforms.discord.startup import start_failure
 from bot.platforms.discord.state import AdapterState, state_dir_for
 from commands.registry import REGISTRY
 from config.i18n import Catalog
 
 if TYPE_CHECKING:
     from bot.app import App
+    from bot.supervise import StartFailure
     from config.settings import DiscordSettings
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,8 @@ class DiscordPlatform:
 
     async def start(self, app: App) -> None:
         self.bind(app)
+        if self.client.is_closed():  # a retry after a failed start: a closed client stays closed
+            await self._rebuild(self.members_intent)
         await self.client.login(self.token)
         self._task = asyncio.create_task(self._connect(), name="discord-gateway")
 
@@ -121,9 +125,13 @@ class DiscordPlatform:
             await self.client.connect(reconnect=True)
 
     async def _rebuild_without_members(self) -> None:
-        await self.client.close()
-        self.members_intent = False
-        self.client = ReferralClient(self, False, **shard_options(self.settings))
+        await self._rebuild(False)
+
+    async def _rebuild(self, members_intent: bool) -> None:
+        if not self.client.is_closed():
+            await self.client.close()
+        self.members_intent = members_intent
+        self.client = ReferralClient(self, members_intent, **shard_options(self.settings))
         self.tracker.client = self.client
         self.deliverer.client = self.client
 
@@ -141,6 +149,13 @@ class DiscordPlatform:
                 pass
             self._task = None
         self.app = None
+
+    def start_failure(self, exc: BaseException) -> StartFailure:
+        """For the start-up supervisor: a rejected token is final, the rest is retried."""
+        return start_failure(exc, self.settings, self.catalog)
+
+    def is_connected(self) -> bool:
+        return self.client.is_ready() and not self.client.is_closed()
 
     async def deliver(self, item: OutboxItem) -> None:
         await self.deliverer.deliver(item)

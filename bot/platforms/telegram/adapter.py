@@ -38,11 +38,14 @@ from bot.platforms.base import DeliveryError
 from bot.platforms.telegram import links, render
 from bot.platforms.telegram.errors import delivery_error, retry_seconds
 from bot.platforms.telegram.pacing import TELEGRAM_LIMITS, Limits, Pacer
+from bot.platforms.telegram.startup import start_failure
 from commands.registry import REGISTRY
+from config.i18n import Catalog
 from config.settings import TelegramSettings
 
 if TYPE_CHECKING:
     from bot.app import App
+    from bot.supervise import StartFailure
 
 log = logging.getLogger(__name__)
 PLATFORM = "telegram"
@@ -161,6 +164,13 @@ class TelegramPlatform:
                 drop_pending_updates=False,  # a restart processes what arrived meanwhile
             )
         log.info("event=telegram.started bot=%s mode=%s", self.me.username, self.settings.mode)
+
+    def start_failure(self, exc: BaseException) -> StartFailure:
+        """For the start-up supervisor: a rejected token is final, the rest is retried."""
+        return start_failure(exc, self.settings, self.app.catalog if self.app else Catalog())
+
+    def is_connected(self) -> bool:
+        return self.application is not None and self.application.running
 
     async def stop(self) -> None:
         application = self.application

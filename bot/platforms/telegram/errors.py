@@ -24,7 +24,10 @@ def delivery_error(exc: TelegramError, what: str) -> DeliveryError:
     if isinstance(exc, RetryAfter):
         wait = retry_seconds(exc)
         return DeliveryError(
-            f"{what}: 429, retry after {wait:g}s", retry_after=wait, counts_as_attempt=False
+            f"{what}: 429, retry after {wait:g}s",
+            retry_after=wait,
+            counts_as_attempt=False,
+            rate_limited=True,
         )
     if isinstance(exc, Forbidden | BadRequest):  # BadRequest is a NetworkError: test it first
         return DeliveryError(f"{what}: {exc.message}", retryable=False)
