@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale
-from babel.dates import format_date
+from babel.dates import format_date, format_skeleton
 
-from bot.engine.text import Date, Mention, Text
+from bot.engine.text import Date, Mention, Moment, Text
 
 LOCALES = Path(__file__).with_name("locales")
 FALLBACK = "en"
@@ -124,6 +124,10 @@ class Catalog:
         if isinstance(value, Date):
             when = datetime.fromtimestamp(value.ts, UTC).date()
             return format_date(when, format="medium", locale=locale)
+        if isinstance(value, Moment):
+            moment = datetime.fromtimestamp(value.ts, UTC)
+            day = format_date(moment.date(), format="medium", locale=locale)
+            return f"{day}, {format_skeleton('Hm', moment, tzinfo=UTC, locale=locale)} UTC"
         if isinstance(value, list | tuple):
             return "\n".join(self._value(v, locale, escape, mention) for v in value)
         if isinstance(value, bool) or value is None:

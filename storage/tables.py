@@ -317,3 +317,6 @@ outbox = Table(
         postgresql_where=text("delivered_at IS NULL AND failed_at IS NULL"),
     ),
 )
+
+# Input and words (issue 8): a pasted personal link is looked up by its url.
+Index("ix_referral_links_url", referral_links.c.url)

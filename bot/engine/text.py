@@ -28,6 +28,13 @@ class Date:
 
 
 @dataclass(frozen=True, slots=True)
+class Moment:
+    """A point in time (epoch seconds), rendered as date and time of day (UTC)."""
+
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
 class Text:
     key: str
     values: Mapping[str, Any] = field(default_factory=dict)
@@ -45,6 +52,8 @@ def to_json(value: Any) -> Any:
         return {"$m": value.user_id, "n": value.name}
     if isinstance(value, Date):
         return {"$d": value.ts}
+    if isinstance(value, Moment):
+        return {"$dt": value.ts}
     if isinstance(value, list | tuple):
         return [to_json(v) for v in value]
     return value
@@ -58,6 +67,8 @@ def from_json(data: Any) -> Any:
             return Mention(data["$m"], data["n"])
         if "$d" in data:
             return Date(data["$d"])
+        if "$dt" in data:
+            return Moment(data["$dt"])
     if isinstance(data, list):
         return [from_json(v) for v in data]
     return data

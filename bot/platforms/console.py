@@ -7,7 +7,6 @@ You act as any number of members. Everything the bot says is printed as
 from __future__ import annotations
 
 import logging
-import shlex
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from bot.engine.models import Community, OutboxItem
 from bot.engine.text import Text, from_json
 from bot.platforms.base import DeliveryError
 from commands import dispatch
-from commands.registry import CommandContext, Reply
+from commands.registry import CommandContext, Reply, split_command
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -211,10 +210,7 @@ class ConsolePlatform:
         if not text.startswith("/"):
             self.app.engine.message_posted(MessagePosted(c.ref, self.user(user), roles))
             return []
-        try:
-            name, *tokens = shlex.split(text[1:])
-        except ValueError:
-            name, tokens = "", []
+        name, tokens = split_command(text[1:])
         ctx = CommandContext(
             engine=self.app.engine,
             community=c.ref,
