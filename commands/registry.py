@@ -19,6 +19,7 @@ from bot.engine.models import Audience
 from bot.engine.service import LinkMaker, ReferralEngine
 from bot.engine.text import Text, t
 from bot.engine.text_rules import check_text
+from commands.guard import Verdict, guard_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,11 +217,23 @@ async def dispatch(
     """Run a command: look it up, authorize by audience, parse options, call the handler.
 
     A UserError at any step becomes one private reply explaining it; nothing was written.
+    A member over the command budget gets one "slow down" reply, then nothing (an empty list)
+    until the window has room again; a refused staff command is counted in the log.
     """
+    guard = guard_of(ctx.engine)
+    if not (ctx.is_admin or ctx.is_moderator):  # staff working a queue are never slowed down
+        verdict, wait = guard.admit(ctx.community.platform, ctx.user.user_id)
+        if verdict == Verdict.SLOW_DOWN:
+            return [Reply(t("command.slow_down", count=wait), private=True)]
+        if verdict == Verdict.DROP:
+            return []
     command = REGISTRY.get(name)
     if command is None:
         return [Reply(t("command.unknown", name=name[:40]), private=True)]
     if not allowed(command, ctx):
+        guard.forbidden(
+            ctx.community.platform, ctx.community.external_id, ctx.user.user_id, command.name
+        )
         return [
             Reply(
                 t("command.forbidden", name=command.name, audience=command.audience.value),

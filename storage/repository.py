@@ -582,6 +582,18 @@ class Repository:
             )
         ).scalar_one()
 
+    async def latest_code(self, participant_id: int) -> ReferralCode | None:
+        """A member's most recent code, active or revoked (a banned member's old link)."""
+        row = (
+            await self.conn.execute(
+                sa.select(referral_codes)
+                .where(referral_codes.c.participant_id == participant_id)
+                .order_by(referral_codes.c.id.desc())
+                .limit(1)
+            )
+        ).first()
+        return _code(row) if row else None
+
     async def links_of_code(self, code_id: int) -> list[tuple[int, str]]:
         """(community id, url) of every personal link made for one code."""
         rows = await self._rows(

@@ -128,6 +128,10 @@ class Repository(Protocol):
 
     async def codes_revoked_since(self, participant_id: int, since: int) -> int: ...
 
+    async def latest_code(self, participant_id: int) -> ReferralCode | None:
+        """A member's most recent code, active or revoked (a banned member's old link)."""
+        ...
+
     async def links_of_code(self, code_id: int) -> list[tuple[int, str]]:
         """(community id, url) of every personal link made for one code."""
         ...

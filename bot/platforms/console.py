@@ -73,6 +73,7 @@ class ConsolePlatform:
         self.communities: dict[str, ConsoleCommunity] = {}
         self.default: str | None = None
         self.delivered_keys: set[str] = set()
+        self.last_link_token: str | None = None  # the latest /link-program token shown
 
     # -- Platform protocol ------------------------------------------------------------------
 
@@ -84,6 +85,9 @@ class ConsolePlatform:
 
     async def create_referral_link(self, community: Community, code: str) -> str:
         return f"console://join/{code}"
+
+    async def revoke_referral_link(self, community_id: str, url: str) -> None:
+        self.out(f"[bot -> #{community_id}] (link {escape(url)} revoked)")
 
     def render(self, text: Text, locale: str = "en") -> str:
         assert self.app is not None
@@ -173,10 +177,8 @@ class ConsolePlatform:
         c.members.add(user.lower())
         source, used = JoinSource.ORGANIC, None
         if via is not None:
-            # The link owner's code comes from a community they are in (codes are per program).
-            home = next((x for x in (c, *self.communities.values()) if via.lower() in x.members), c)
-            info = await self.app.engine.invite(home.ref, self.user(via), self.create_referral_link)
-            source, used = JoinSource.INVITE_LINK, info.code
+            used = await self.code_of(via, community)
+            source = JoinSource.INVITE_LINK if used is not None else JoinSource.ORGANIC
         elif code is not None:
             source, used = JoinSource.TYPED_CODE, code
         await self.app.engine.member_joined(
@@ -188,6 +190,23 @@ class ConsolePlatform:
                 roles=tuple(sorted(c.roles.get(user.lower(), ()))),
             )
         )
+
+    async def code_of(self, member: str, community: str | None = None) -> str | None:
+        """The code behind ``member``'s personal link: made if needed; for someone the bot
+        refuses a link (banned), the last one they had, which still exists on a platform.
+
+        It comes from a community the member is in (codes are per program).
+        """
+        assert self.app is not None
+        c = self.community(community)
+        home = next((x for x in (c, *self.communities.values()) if member.lower() in x.members), c)
+        try:
+            info = await self.app.engine.invite(
+                home.ref, self.user(member), self.create_referral_link
+            )
+        except UserError:
+            return await self.app.engine.last_code(home.ref, self.user(member))
+        return info.code
 
     async def leave(self, user: str, community: str | None = None) -> None:
         assert self.app is not None
@@ -227,6 +246,8 @@ class ConsolePlatform:
         return lines
 
     def _reply_line(self, community: ConsoleCommunity, user: str, reply: Reply) -> str:
+        if reply.text.key == "admin.link_token":  # scenarios type it as {link-token}
+            self.last_link_token = str(reply.text.values["token"])
         text = self.render(reply.text)
         for label, command in reply.buttons:
             text += f"\n  [{self.render(label)}: /{command}]"

@@ -145,3 +145,29 @@ async def test_a_long_name_is_cut_in_the_audit_log_not_an_error(harness: Harness
     assert "Saved min-days." in harness.console.render(replies[0].text)
     entries = await harness.engine.audit(harness.console.community(None).ref, 5)
     assert entries[0].actor.startswith("A" * 100) and len(entries[0].actor) <= 200
+
+
+async def test_refused_staff_commands_are_counted_in_the_log_not_the_audit(
+    harness: Harness, caplog
+):
+    caplog.set_level("WARNING", logger="commands.guard")
+    before = await _audit_rows(harness)
+    for line in ("/tier-add Gold 1 points 5", "/fraud-queue", "/set min-days 1"):
+        harness.clock.advance(3)
+        said = await harness.say("bob", line)
+        assert "is for the" in said[0] and "role only" in said[0], said
+    events = [r.getMessage() for r in caplog.records if "event=command.forbidden" in r.getMessage()]
+    assert len(events) == 3
+    assert "command=tier-add attempts=1" in events[0] and "user=bob" in events[0]
+    assert "command=set attempts=3" in events[2]
+    assert await _audit_rows(harness) == before
+
+
+async def test_the_cooldown_answers_once_then_drops(harness: Harness):
+    bob = harness.console.user("bob")
+    replies = [await _as(harness, bob, "/leaderboard week") for _ in range(7)]
+    assert all(r and r[0].startswith("Top referrers") for r in replies[:5])
+    assert replies[5] == ["Slow down: you are sending commands too fast. Try again in 10 seconds."]
+    assert replies[6] == []
+    harness.clock.advance(10)
+    assert (await _as(harness, bob, "/leaderboard"))[0].startswith("Top referrers")

@@ -53,13 +53,15 @@ async def test_malformed_entries_count_toward_the_lock_and_are_never_echoed(harn
     await harness.settle()
     entries = ["X" * 500, "ABCDE\x07FGHJK", "AB\u202eCDE-FGHJK", "\x1b[2J" * 3, "Z" * 300]
     for entry in entries:
+        harness.clock.advance(3)  # within the command budget (5 per 10 s)
         said = await harness.say("mallory", f"/code {entry}")
         assert len(said) == 1 and "That is not a referral code" in said[0], said
         assert "\x07" not in said[0] and "XXXXX" not in said[0]
     assert await _attempts(harness) == len(entries)
+    harness.clock.advance(3)
     said = await harness.say("mallory", "/code " + "Q" * 250)
     assert "Too many wrong codes: code entry is locked for 30 minutes, until" in said[0]
-    assert "00:30 UTC" in said[0]
+    assert "00:30 UTC" in said[0]  # typed 18 s after midnight: locked until 00:30
 
 
 async def test_typed_code_at_join_folds_full_width(harness: Harness):
