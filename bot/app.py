@@ -134,6 +134,9 @@ class App:
             code_attempt_limit=settings.codes.attempt_limit,
             code_attempt_window=settings.codes.attempt_window_seconds,
             code_lock_seconds=settings.codes.lock_seconds,
+            command_budget=settings.flood.command_budget,
+            command_window_seconds=settings.flood.command_window_seconds,
+            invite_new_per_day=settings.flood.invite_new_per_day,
         )
         self.engine = ReferralEngine(self.db, self.ctx)
         self.outbox = OutboxWorker(self.db, self.platforms, self.clock, settings.outbox)

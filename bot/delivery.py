@@ -111,7 +111,14 @@ class OutboxWorker:
         """None when delivered (or given up for good); else when the item is tried again."""
         platform = self.platforms[item.platform]
         try:
-            await platform.deliver(item)
+            if item.kind == "revoke_link":
+                # A neutral hook with a safe default: a platform without it has nothing to
+                # retire (the code behind the link no longer credits anyway).
+                revoke = getattr(platform, "revoke_referral_link", None)
+                if revoke is not None:
+                    await revoke(item.payload["community"], item.payload["url"])
+            else:
+                await platform.deliver(item)
         except DeliveryError as exc:
             _observe_delivery(item, exc)
             return await self._failed(

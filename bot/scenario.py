@@ -6,6 +6,7 @@
     leave <user> [in <community>]
     role <user> admin|moderator|<role-name> [in <community>]
     <user>: <text or /command args...>      # {code:<member>} stands for that member's code
+    <user> in <community>: <text or /command args...>
     advance <N>(m|h|d)
     expect <text>
     expect-not <text>
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.app import App
+from bot.engine import codes
 from bot.engine.clock import ManualClock
 from bot.engine.errors import UserError
 from bot.platforms.console import ConsolePlatform
@@ -30,7 +32,10 @@ from config.settings import Settings
 _DURATION = re.compile(r"^(\d+)([mhd])$")
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
 _SAY = re.compile(r"^([\w.\-]+):\s?(.*)$")
+_SAY_IN = re.compile(r"^([\w.\-]+) in ([\w.\-]+):\s?(.*)$")
+_NAME = re.compile(r"^[\w.\-]+$")  # user and community names: letters, digits, _ . -
 _CODE_REF = re.compile(r"\{code:([\w.\-]+)\}")
+_LINK_TOKEN = "{link-token}"
 
 
 class ScenarioError(Exception):
@@ -61,6 +66,28 @@ def _options(words: list[str], allowed: set[str], line_no: int) -> dict[str, str
             line_no, f"unknown option {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(allowed))}"
         )
     return pairs
+
+
+def _option(words: list[str], name: str) -> str | None:
+    """The value of ``<name> <value>`` among a statement's option words, if given."""
+    pairs = dict(zip(words[::2], words[1::2], strict=False))
+    return pairs.get(name)
+
+
+def _check_names(line_no: int, words: list[str]) -> None:
+    """The user of join/leave/role, and a via member, are names people can type back."""
+    for name in (words[0] if words else "", _option(words[1:], "via")):
+        if name is not None and not _NAME.match(name):
+            raise ScenarioError(
+                line_no, f"{name!r}: user names are letters, digits, _, . and - only"
+            )
+
+
+def _who(word: str, line: str) -> str:
+    """The member a statement acts as (for printing a refusal)."""
+    said = _SAY_IN.match(line) or _SAY.match(line)
+    name = said.group(1) if said else (line.split()[1] if len(line.split()) > 1 else word)
+    return name.lower()
 
 
 class ScenarioRunner:
@@ -108,22 +135,37 @@ class ScenarioRunner:
 
     async def _step(self, line_no: int, line: str) -> None:
         word, _, rest = line.partition(" ")
-        words = rest.split()
         if word in ("expect", "expect-not"):
-            self._expect(line_no, word == "expect", rest.strip())
+            needle = await self._expand(line_no, rest.strip(), None)
+            self._expect(line_no, word == "expect", needle)
             return
         if self._expecting:
             self._since_expect = []
             self._expecting = False
         self._note(f"> {line}")
         try:
-            await self._act(line_no, word, words, line)
+            await self._act(line_no, word, line)
         except UserError as exc:
-            raise ScenarioError(line_no, self.console.render(exc.text)) from None
+            if exc.key.startswith("console."):  # the script's own mistake
+                raise ScenarioError(line_no, self.console.render(exc.text)) from None
+            # A bot refusal is never a script error: it is printed, and expects can check it.
+            self._bot_line(
+                f"[bot -> @{_who(word, line)} (private)] {self.console.render(exc.text)}"
+            )
         await self._settle()
 
-    async def _act(self, line_no: int, word: str, words: list[str], line: str) -> None:
+    async def _act(self, line_no: int, word: str, line: str) -> None:
         console = self.console
+        if (said_in := _SAY_IN.match(line)) is not None:  # before keywords: "join in x: hi"
+            user, where, text = said_in.groups()
+            await console.say(user, await self._expand(line_no, text, where), where)
+            return
+        rest = line.partition(" ")[2]
+        if word in ("join", "leave", "role"):
+            rest = await self._expand(line_no, rest, _option(rest.split()[1:], "in"))
+            if rest.split():
+                _check_names(line_no, rest.split())
+        words = rest.split()
         if word == "community" and words:
             opts = _options(words[1:], {"program"}, line_no)
             await console.add_community(words[0], opts.get("program"))
@@ -149,18 +191,22 @@ class ScenarioRunner:
             await self.app.run_jobs()
         elif (said := _SAY.match(line)) is not None:
             user, text = said.groups()
-            await console.say(user, await self._codes(text))
+            await console.say(user, await self._expand(line_no, text, None))
         else:
             raise ScenarioError(line_no, f"cannot read {line!r}; see docs/scenarios.md")
 
-    async def _codes(self, text: str) -> str:
-        """Replace {code:<member>} with that member's active referral code."""
-        for member in _CODE_REF.findall(text):
-            community = self.console.community(None)
-            info = await self.app.engine.invite(
-                community.ref, self.console.user(member), self.console.create_referral_link
-            )
-            text = text.replace(f"{{code:{member}}}", info.code)
+    async def _expand(self, line_no: int, text: str, community: str | None) -> str:
+        """{code:<member>}: that member's code as the bot shows it (ABCDE-FGHJK), made if
+        needed (a banned member's last code); {link-token}: the latest /link-program token."""
+        for member in dict.fromkeys(_CODE_REF.findall(text)):
+            code = await self.console.code_of(member, community)
+            if code is None:
+                raise ScenarioError(line_no, f"{member} has no code and can't get one")
+            text = text.replace(f"{{code:{member}}}", codes.display(code))
+        if _LINK_TOKEN in text:
+            if self.console.last_link_token is None:
+                raise ScenarioError(line_no, "{link-token}: no /link-program token shown yet")
+            text = text.replace(_LINK_TOKEN, self.console.last_link_token)
         return text
 
     def _expect(self, line_no: int, present: bool, needle: str) -> None:

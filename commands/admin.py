@@ -160,7 +160,7 @@ async def coupons_add(ctx: CommandContext) -> Reply:
         t(
             "admin.coupons_added",
             count=added,
-            duplicates=duplicates,
+            duplicates=t("admin.duplicates_skipped", count=duplicates),
             pool=ctx.options["pool"],
             free=free,
         ),
@@ -184,7 +184,9 @@ async def link_program(ctx: CommandContext) -> Reply:
     if token is None:
         issued = await ctx.engine.link_token(ctx.community, ctx.actor)
         minutes = ctx.engine.ctx.link_token_seconds // 60
-        return Reply(t("admin.link_token", token=issued, minutes=minutes), private=True)
+        return Reply(
+            t("admin.link_token", token=issued, minutes=t("minutes", count=minutes)), private=True
+        )
     program_id = await ctx.engine.link_program(ctx.community, ctx.actor, token)
     return Reply(t("admin.linked", program=program_id), private=True)
 

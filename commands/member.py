@@ -6,6 +6,7 @@ from bot.engine.codes import display
 from bot.engine.models import Tier
 from bot.engine.program_settings import ProgramSettings
 from bot.engine.rewards import reward_text
+from bot.engine.service import StatusInfo
 from bot.engine.text import Date, Text, t
 from commands.registry import REGISTRY, CommandContext, Option, Reply, allowed
 
@@ -83,18 +84,13 @@ async def status(ctx: CommandContext) -> Reply:
     ]
     if c.get("held", 0):
         parts.append(t("status.held_referrals", count=c["held"]))
-    parts.append(t("status.tier", tier=info.current.name) if info.current else t("status.no_tier"))
-    if info.next is not None:
-        parts.append(
-            t(
-                "status.next",
-                tier=info.next.name,
-                count=info.next.threshold - c.get("converted", 0),
-                reward=reward_text(info.next.reward_kind, info.next.reward_value),
-            )
-        )
+    if info.current is None and info.next is None:
+        parts.append(t("status.program_no_tiers"))  # one true sentence, not "none" and "all"
     else:
-        parts.append(t("status.top_tier"))
+        parts.append(
+            t("status.tier", tier=info.current.name) if info.current else t("status.no_tier")
+        )
+        parts.append(_next_tier(info))
     if info.available:
         parts.append(t("status.available", rewards=", ".join(g.label for g in info.available)))
     for g in info.later:
@@ -107,6 +103,17 @@ async def status(ctx: CommandContext) -> Reply:
         parts.append(t("status.points_unredeemed", count=info.points_unredeemed))
     parts.append(t("status.code", code=info.code) if info.code else t("status.no_code"))
     return Reply(t("status.body", lines=parts), private=True)
+
+
+def _next_tier(info: StatusInfo) -> Text:
+    if info.next is None:
+        return t("status.top_tier")
+    return t(
+        "status.next",
+        tier=info.next.name,
+        count=info.next.threshold - info.counts.get("converted", 0),
+        reward=reward_text(info.next.reward_kind, info.next.reward_value),
+    )
 
 
 @REGISTRY.command("redeem", options=[Option("reward", "rest", required=False, max_length=60)])
@@ -129,9 +136,15 @@ async def rules(ctx: CommandContext) -> Reply:
 async def leaderboard(ctx: CommandContext) -> Reply:
     period = ctx.options.get("period", "all")
     board = await ctx.engine.standings(ctx.community, ctx.user, period)
+    # Ties share a rank (1, 1, 3), as "your rank" counts it: 1 + how many have more.
     lines = [
-        t("leaderboard.line", rank=i, member=r.display_name, count=r.count)
-        for i, r in enumerate(board.top, start=1)
+        t(
+            "leaderboard.line",
+            rank=1 + sum(other.count > r.count for other in board.top),
+            member=r.display_name,
+            count=r.count,
+        )
+        for r in board.top
     ]
     if not lines:
         lines = [t("leaderboard.empty")]
@@ -145,7 +158,9 @@ async def leaderboard(ctx: CommandContext) -> Reply:
     )
 
 
-@REGISTRY.command("code", options=[Option("code", "rest", max_length=40)])
+# "raw": the engine judges what was typed, so a malformed entry (too long, control
+# characters) counts toward the guessing lock like any wrong code.
+@REGISTRY.command("code", options=[Option("code", "raw")])
 async def code(ctx: CommandContext) -> Reply:
     result = await ctx.engine.claim_code(ctx.community, ctx.user, ctx.options["code"])
     if result.error is not None:

@@ -6,6 +6,7 @@ the behaviour of a command is one hop from its name: ``REGISTRY.get(name).handle
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from bot.engine.models import Audience
 from bot.engine.service import LinkMaker, ReferralEngine
 from bot.engine.text import Text, t
 from bot.engine.text_rules import check_text
+from commands.guard import Verdict, guard_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,22 @@ class Reply:
     text: Text
     private: bool = False
     buttons: tuple[tuple[Text, str], ...] = ()  # (label, command line run by whoever presses)
+
+
+ID_BOUND = 2**31  # an int option above this is an id: its upper bound is never shown
+
+
+def split_command(line: str) -> tuple[str, list[str]]:
+    """``name arg "two words"`` -> (name, args), split like a shell line.
+
+    An unbalanced quote (``/set rules-text Don't cheat``) is read forgivingly: the line is
+    split at spaces and the quote stays part of the text, never "no command at all".
+    """
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        words = line.split()
+    return (words[0], words[1:]) if words else ("", [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,17 +61,7 @@ class Option:
 
     def parse(self, raw: str) -> Any:
         if self.kind == "int":
-            try:
-                value = int(raw.strip())
-            except ValueError:
-                raise UserError(
-                    "option.not_a_number", option=self.name, low=self.min_value, high=self.max_value
-                ) from None
-            if not self.min_value <= value <= self.max_value:
-                raise UserError(
-                    "option.out_of_range", option=self.name, low=self.min_value, high=self.max_value
-                )
-            return value
+            return self._int(raw)
         if self.kind == "choice":
             value = raw.strip().lower()
             if value not in self.choices:
@@ -64,6 +72,30 @@ class Option:
         if self.kind == "raw":
             return raw
         return check_text(self.name, raw, self.max_length, multiline=self.kind == "rest")
+
+    def _int(self, raw: str) -> int:
+        # An id (flag, referral) has no upper bound a person needs to know: the internal one
+        # (2**62) is never shown, "a number the bot listed" is.
+        is_id = self.max_value > ID_BOUND
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = None
+        if is_id:
+            if value is None or value < self.min_value:
+                raise UserError("option.not_an_id", option=self.name, low=self.min_value)
+            if value > self.max_value:
+                raise UserError("option.no_such_id", option=self.name, value=str(value)[:40])
+            return value
+        if value is None:
+            raise UserError(
+                "option.not_a_number", option=self.name, low=self.min_value, high=self.max_value
+            )
+        if not self.min_value <= value <= self.max_value:
+            raise UserError(
+                "option.out_of_range", option=self.name, low=self.min_value, high=self.max_value
+            )
+        return value
 
 
 @dataclass(slots=True)
@@ -187,7 +219,16 @@ async def dispatch(
     """Run a command: look it up, authorize by audience, parse options, call the handler.
 
     A UserError at any step becomes one private reply explaining it; nothing was written.
+    A member over the command budget gets one "slow down" reply, then nothing (an empty list)
+    until the window has room again; a refused staff command is counted in the log.
     """
+    guard = guard_of(ctx.engine)
+    if not (ctx.is_admin or ctx.is_moderator):  # staff working a queue are never slowed down
+        verdict, wait = guard.admit(ctx.community.platform, ctx.user.user_id)
+        if verdict == Verdict.SLOW_DOWN:
+            return [Reply(t("command.slow_down", count=wait), private=True)]
+        if verdict == Verdict.DROP:
+            return []
     command = REGISTRY.get(name)
     if command is None:
         observe.emit("command", 0.0, command="unknown", outcome="unknown")
@@ -196,6 +237,9 @@ async def dispatch(
     try:
         if not allowed(command, ctx):
             outcome = "forbidden"
+            guard.forbidden(
+                ctx.community.platform, ctx.community.external_id, ctx.user.user_id, command.name
+            )
             return [
                 Reply(
                     t("command.forbidden", name=command.name, audience=command.audience.value),

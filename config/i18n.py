@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale
-from babel.dates import format_date, format_interval
+from babel.dates import format_date, format_interval, format_skeleton
 
-from bot.engine.text import Date, DateRange, Mention, Text
+from bot.engine.text import Date, DateRange, Mention, Moment, Text
 
 LOCALES = Path(__file__).with_name("locales")
 FALLBACK = "en"
@@ -128,6 +128,10 @@ class Catalog:
             start = datetime.fromtimestamp(value.start, UTC).date()
             end = datetime.fromtimestamp(value.end, UTC).date()
             return format_interval(start, end, "MMMd", locale=locale)
+        if isinstance(value, Moment):
+            moment = datetime.fromtimestamp(value.ts, UTC)
+            day = format_date(moment.date(), format="medium", locale=locale)
+            return f"{day}, {format_skeleton('Hm', moment, tzinfo=UTC, locale=locale)} UTC"
         if isinstance(value, list | tuple):
             return "\n".join(self._value(v, locale, escape, mention) for v in value)
         if isinstance(value, bool) or value is None:

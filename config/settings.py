@@ -51,6 +51,15 @@ class CodeSettings:
 
 
 @dataclass(frozen=True)
+class FloodSettings:
+    """Members can't flood the bot (admins and moderators are never slowed down)."""
+
+    command_budget: int = 5  # commands and button presses per member...
+    command_window_seconds: int = 10  # ...within this many seconds; more get one "slow down"
+    invite_new_per_day: int = 3  # `/invite new` per member per 24 hours
+
+
+@dataclass(frozen=True)
 class ConsoleSettings:
     enabled: bool = True
     communities: tuple[str, ...] = ("lounge",)
@@ -101,6 +110,7 @@ class Settings:
     jobs: JobSettings = field(default_factory=JobSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     codes: CodeSettings = field(default_factory=CodeSettings)
+    flood: FloodSettings = field(default_factory=FloodSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
@@ -236,6 +246,14 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
         raise ConfigError(f"logging.third_party_level: expected one of {', '.join(_LEVELS)}")
     if settings.http.listen:
         _listen_address("http.listen", settings.http.listen)
+    flood = settings.flood
+    for key, value in (
+        ("command_budget", flood.command_budget),
+        ("command_window_seconds", flood.command_window_seconds),
+        ("invite_new_per_day", flood.invite_new_per_day),
+    ):
+        if not 1 <= value <= 1_000_000:
+            raise ConfigError(f"flood.{key}: expected a whole number from 1 to 1000000")
     if settings.telegram.mode not in ("polling", "webhook"):
         raise ConfigError("telegram.mode: expected polling or webhook")
     url = settings.database.url

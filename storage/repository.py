@@ -560,6 +560,52 @@ class Repository:
         assert saved is not None
         return saved
 
+    # -- codes and links: input and words (issue 8, items 8-16) ------------------------------
+
+    async def code_of_link(self, program_id: int, urls: list[str]) -> str | None:
+        """The code (active or not) behind a personal link made in this program, if any."""
+        if not urls:
+            return None
+        return (
+            await self.conn.execute(
+                sa.select(referral_codes.c.code)
+                .join(referral_links, referral_links.c.code_id == referral_codes.c.id)
+                .where(referral_links.c.url.in_(urls), referral_codes.c.program_id == program_id)
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+
+    async def codes_revoked_since(self, participant_id: int, since: int) -> int:
+        return (
+            await self.conn.execute(
+                sa.select(sa.func.count()).where(
+                    referral_codes.c.participant_id == participant_id,
+                    referral_codes.c.revoked_at >= since,
+                )
+            )
+        ).scalar_one()
+
+    async def latest_code(self, participant_id: int) -> ReferralCode | None:
+        """A member's most recent code, active or revoked (a banned member's old link)."""
+        row = (
+            await self.conn.execute(
+                sa.select(referral_codes)
+                .where(referral_codes.c.participant_id == participant_id)
+                .order_by(referral_codes.c.id.desc())
+                .limit(1)
+            )
+        ).first()
+        return _code(row) if row else None
+
+    async def links_of_code(self, code_id: int) -> list[tuple[int, str]]:
+        """(community id, url) of every personal link made for one code."""
+        rows = await self._rows(
+            sa.select(referral_links.c.community_id, referral_links.c.url).where(
+                referral_links.c.code_id == code_id
+            )
+        )
+        return [(community_id, url) for community_id, url in rows]
+
     # -- referrals --------------------------------------------------------------------------
 
     async def referral_of_referred(self, program_id: int, participant_id: int) -> Referral | None:
@@ -1221,6 +1267,8 @@ class Repository:
                     sa.func.lower(participants.c.display_name) == wanted.lower(),
                 ),
             )
+            # An exact platform id comes first: a display name can never hide it.
+            .order_by(sa.case((participants.c.user_id == wanted, 0), else_=1), participants.c.id)
             .limit(5)
         )
         return [_participant(r) for r in rows]
@@ -1295,7 +1343,7 @@ class Repository:
             audit_log.insert().values(
                 program_id=program_id,
                 community_id=community_id,
-                actor=actor,
+                actor=actor[:200],  # the column's width: a long name is cut, never an error
                 action=action,
                 details=json.dumps(details, ensure_ascii=False, sort_keys=True),
                 created_at=now,

@@ -340,3 +340,5 @@ Index(
     sqlite_where=text("waiting_since IS NOT NULL"),
     postgresql_where=text("waiting_since IS NOT NULL"),
 )
+# Input and words (issue 8): a pasted personal link is looked up by its url.
+Index("ix_referral_links_url", referral_links.c.url)

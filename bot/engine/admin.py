@@ -29,7 +29,8 @@ class Actor:
     name: str
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.user_id})"
+        # Stored in 200-character columns (audit actor, reviewer): a long name is cut.
+        return f"{self.name[:100]} ({self.user_id[:90]})"
 
 
 async def _audit(
@@ -268,6 +269,7 @@ async def add_coupons(
     if not _POOL.match(name):
         raise UserError("reward_error.bad_pool")
     codes = parse_coupon_codes(raw)
+    typed = len([c for c in re.split(r"[\s,;]+", raw.strip()) if c])  # repeats count as skipped
     added = await repo.add_coupons(community.program_id, name, codes, ctx.clock.now())
     await _audit(
         repo,
@@ -275,12 +277,12 @@ async def add_coupons(
         community,
         actor,
         "coupons.added",
-        {"pool": name, "added": added, "duplicates": len(codes) - added},
+        {"pool": name, "added": added, "duplicates": typed - added},
     )
     if added:
         await tell_refilled(repo, ctx, community.program_id, name, ctx.clock.now())
     free, _ = (await repo.coupon_stock(community.program_id)).get(name, (0, 0))
-    return added, len(codes) - added, free
+    return added, typed - added, free
 
 
 def _hash(token: str) -> str:

@@ -35,6 +35,10 @@ class EngineContext:
     code_attempt_window: int = 600  # ...of this many seconds...
     code_lock_seconds: int = 1800  # ...before code entry locks for this long
     link_token_seconds: int = 3600
+    # Members can't flood the bot: commands per window (admins and moderators exempt)...
+    command_budget: int = 5
+    command_window_seconds: int = 10
+    invite_new_per_day: int = 3  # ...and new codes (`/invite new`) per 24 hours
     # Caches filled only after a commit: community identity never changes except by link-program.
     communities: dict[tuple[str, str], Community] = field(default_factory=dict)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from bot.engine.text_rules import clean_name
+
 
 class JoinSource(StrEnum):
     INVITE_LINK = "invite-link"  # the platform saw which personal link was used
@@ -27,6 +29,11 @@ class UserRef:
     display_name: str
     account_created_at: int | None = None  # epoch seconds, when the platform knows
     locale: str | None = None
+
+    def __post_init__(self) -> None:
+        # Whatever the platform sent, the name the bot stores and shows is neutralised here,
+        # once, for every adapter: no lone surrogate, NUL or bidi override gets further.
+        object.__setattr__(self, "display_name", clean_name(self.display_name))
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,3 +80,12 @@ def role_change(
 ) -> dict[str, Any]:
     payload = {"community": community.external_id, "user": user_id, "role": role}
     return _row(community.platform, "grant_role" if grant else "revoke_role", payload, key, now)
+
+
+def link_revocation(community: Community, url: str, key: str, now: int) -> dict[str, Any]:
+    """Retire a personal link on the platform (its code no longer credits anyway).
+
+    Delivered through ``revoke_referral_link`` where a platform has one; elsewhere it is done.
+    """
+    payload = {"community": community.external_id, "url": url}
+    return _row(community.platform, "revoke_link", payload, key, now)

@@ -121,6 +121,22 @@ class Repository(Protocol):
 
     async def save_link(self, code_id: int, community_id: int, url: str, now: int) -> str: ...
 
+    # codes and links: input and words (issue 8, items 8-16)
+
+    async def code_of_link(self, program_id: int, urls: list[str]) -> str | None:
+        """The code (active or not) behind a personal link made in this program, if any."""
+        ...
+
+    async def codes_revoked_since(self, participant_id: int, since: int) -> int: ...
+
+    async def latest_code(self, participant_id: int) -> ReferralCode | None:
+        """A member's most recent code, active or revoked (a banned member's old link)."""
+        ...
+
+    async def links_of_code(self, code_id: int) -> list[tuple[int, str]]:
+        """(community id, url) of every personal link made for one code."""
+        ...
+
     async def referral_of_referred(
         self, program_id: int, participant_id: int
     ) -> Referral | None: ...
@@ -284,7 +300,10 @@ class Repository(Protocol):
     async def set_ban(self, participant_id: int, at: int | None, reason: str | None) -> None: ...
 
     async def find_participants(self, program_id: int, text: str) -> list[Participant]:
-        """Members of a program by platform id, or else by display name (any case)."""
+        """Members of a program by platform id, or else by display name (any case).
+
+        An exact platform id comes first.
+        """
         ...
 
     async def hold_grants(self, grant_ids: list[int]) -> dict[int, int]:

@@ -101,13 +101,24 @@ def _channel(field: str, raw: str) -> str | None:
 def _template(field: str, raw: str, max_len: int, names: tuple[str, ...]) -> str:
     text = check_text(field, raw, max_len, multiline=True)
     try:
-        used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(text)
+            if name is not None
+        ]
     except ValueError:
-        raise UserError("setting.bad_template", field=field, allowed=_braces(names)) from None
-    unknown = used - set(names)
-    if unknown:
-        raise UserError("setting.bad_template", field=field, allowed=_braces(names))
+        raise _bad_template(field, names) from None
+    # A placeholder is exactly {name}: a conversion ({member!r}) or a format spec
+    # ({member:>30}) is refused like any unknown name, so the renderer never meets one.
+    if any(name not in names or spec or conversion for name, spec, conversion in fields):
+        raise _bad_template(field, names)
     return text
+
+
+def _bad_template(field: str, names: tuple[str, ...]) -> UserError:
+    if not names:
+        return UserError("setting.no_placeholders", field=field)
+    return UserError("setting.bad_template", field=field, allowed=_braces(names))
 
 
 def _braces(names: tuple[str, ...]) -> str:
@@ -152,6 +163,9 @@ SETTING_KEYS = (
     "review-deadline",
     "moderator-channel",
 )
+# The longest value each text setting takes (others: 2000), checked first so the too-long
+# refusal names the setting's real limit.
+MAX_LENGTH = {"welcome-text": 1000, "rules-text": 2000, "required-role": 100}
 RISK_MODES = ("off", "flag", "hold")
 DETECTORS = (
     "self-referral",
@@ -176,7 +190,7 @@ def apply_setting(
     key = key.strip().lower()
     if key not in SETTING_KEYS:
         raise UserError("setting.unknown", field=key, allowed=", ".join(SETTING_KEYS))
-    raw = check_text(key, raw, 2000, multiline=True)
+    raw = check_text(key, raw, MAX_LENGTH.get(key, 2000), multiline=True)
     if key == "min-days":
         value = _int_in(key, raw, 0, 365)
         if value > current.conversion_window_days:
@@ -187,7 +201,7 @@ def apply_setting(
     if key == "min-messages":
         return replace(current, min_messages=_int_in(key, raw, 0, 10_000))
     if key == "required-role":
-        role = check_text(key, raw, 100)
+        role = check_text(key, raw, MAX_LENGTH[key])
         return replace(current, required_role=None if role.lower() == "none" else role)
     if key == "conversion-window":
         value = _int_in(key, raw, 1, 365)
@@ -199,10 +213,10 @@ def apply_setting(
     if key == "holding-days":
         return replace(current, holding_days=_int_in(key, raw, 0, 365))
     if key == "welcome-text":
-        text = _template(key, raw, 1000, WELCOME_PLACEHOLDERS)
+        text = _template(key, raw, MAX_LENGTH[key], WELCOME_PLACEHOLDERS)
         return replace(current, welcome_text=None if text.lower() == "default" else text)
     if key == "rules-text":
-        text = _template(key, raw, 2000, ())
+        text = _template(key, raw, MAX_LENGTH[key], ())
         return replace(current, rules_text=None if text.lower() == "default" else text)
     if key == "announce-channel":
         channel = _channel(key, raw)

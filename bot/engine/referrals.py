@@ -20,7 +20,8 @@ from bot.engine.models import Community, Participant, Referral, ReferralStatus
 from bot.engine.notify import to_user
 from bot.engine.ports import Repository
 from bot.engine.program_settings import ProgramSettings
-from bot.engine.text import Date, Text, t
+from bot.engine.text import Moment, Text, t
+from bot.engine.text_rules import printable
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +42,11 @@ async def claim_code(
     now = ctx.clock.now()
     s = await communities.settings_of(repo, ctx, community.program_id)
     if person.code_lock_until is not None and person.code_lock_until > now:
-        return ClaimResult(error=t("code.locked", until=Date(person.code_lock_until)))
-    value = codes_mod.normalize(entered)
+        return ClaimResult(error=t("code.locked", until=Moment(person.code_lock_until)))
+    if codes_mod.malformed(entered):
+        # Too long or with control characters: a guess like any wrong code, never echoed.
+        return await _failed_attempt(repo, ctx, person, entered, now, revoked=False, shown=False)
+    value = await _entered_code(repo, community.program_id, entered)
     code = (await repo.codes_by_value([value])).get(value) if value else None
     if code is not None and code.program_id == community.program_id and code.revoked_at:
         owner = await repo.participant(code.participant_id)
@@ -117,6 +121,15 @@ async def claim_code(
     return ClaimResult(referrer=owner.display_name)
 
 
+async def _entered_code(repo: Repository, program_id: int, entered: str) -> str | None:
+    """A typed code in canonical form; a pasted personal link gives the code it was made for."""
+    links = codes_mod.link_forms(entered)
+    if not links:
+        return codes_mod.normalize(entered)
+    known = await repo.code_of_link(program_id, links)
+    return known if known is not None else codes_mod.code_in_link(links[0])
+
+
 async def _failed_attempt(
     repo: Repository,
     ctx: EngineContext,
@@ -125,8 +138,9 @@ async def _failed_attempt(
     now: int,
     *,
     revoked: bool,
+    shown: bool = True,
 ) -> ClaimResult:
-    await repo.record_code_attempt(person.id, entered, now)
+    await repo.record_code_attempt(person.id, printable(entered), now)
     recent = await repo.code_attempts_since(person.id, now - ctx.code_attempt_window)
     if recent > ctx.code_attempt_limit:
         until = now + ctx.code_lock_seconds
@@ -138,8 +152,15 @@ async def _failed_attempt(
             )
             await review.record(repo, ctx, [flag], now)
         return ClaimResult(
-            error=t("code.locked_now", minutes=ctx.code_lock_seconds // 60, until=Date(until))
+            error=t(
+                "code.locked_now",
+                count=ctx.code_lock_seconds // 60,
+                minutes=ctx.code_lock_seconds // 60,
+                until=Moment(until),
+            )
         )
+    if not shown:
+        return ClaimResult(error=t("code.malformed", max=codes_mod.MAX_ENTRY))
     return ClaimResult(error=t("code.revoked" if revoked else "code.unknown", code=entered[:40]))
 
 
@@ -237,9 +258,16 @@ async def _after_conversions(
     comms = await repo.communities_by_ids({r.community_id for r in converted})
     home = {r.referrer_id: comms[r.community_id] for r in converted}
     home.update({r.referred_id: comms[r.community_id] for r in converted})
+    # Each DM tells its own count: two conversions in one sweep say 1 and 2, not 2 and 2.
+    in_batch: dict[int, int] = defaultdict(int)
+    for r in converted:
+        in_batch[r.referrer_id] += 1
+    told: dict[int, int] = defaultdict(int)
     rows = []
     for r in converted:
         referrer = referrers[r.referrer_id]
+        told[r.referrer_id] += 1
+        count_then = counts.get(r.referrer_id, 0) - in_batch[r.referrer_id] + told[r.referrer_id]
         rows.append(
             to_user(
                 comms[r.community_id],
@@ -247,7 +275,7 @@ async def _after_conversions(
                 t(
                     "dm.referral_converted",
                     member=referred[r.referred_id].display_name,
-                    count=counts.get(r.referrer_id, 0),
+                    count=count_then,
                 ),
                 communities.locale_of(settings[r.program_id], referrer.locale),
                 f"converted:{r.id}",

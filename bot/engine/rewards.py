@@ -131,7 +131,12 @@ async def tell_granted(
         person = people[g.participant_id]
         locale = communities.locale_of(settings[g.program_id], person.locale)
         reward = reward_text(g.kind, g.value)
-        if g.side == "referee" and g.available_at <= now:
+        # The newcomer's own reward has no tier: its label is never shown as one.
+        if g.side == "referee" and g.available_at > now:
+            text = t("dm.referee_reward_later", reward=reward, date=Date(g.available_at))
+        elif g.side == "referee" and g.kind == RewardKind.ROLE:
+            text = t("dm.referee_reward_role", role=g.value)
+        elif g.side == "referee":
             text = t("dm.referee_reward", reward=reward)
         elif g.available_at > now:
             text = t("dm.reward_held", label=g.label, reward=reward, date=Date(g.available_at))
@@ -491,7 +496,9 @@ async def redeem(
             raise UserError("redeem.already", reward=which[:60])
         _refuse_held([g for g in mine if g.label.lower() == wanted] if not matching else [])
         if not matching:
-            names = ", ".join(sorted({g.label for g in ready})) or "-"
+            names = ", ".join(sorted({g.label for g in ready}))
+            if not names:
+                raise UserError("redeem.unknown_none_ready", reward=which[:60])
             raise UserError("redeem.unknown", reward=which[:60], available=names)
         ready = [g for g in matching if g.available_at <= now]
         if not ready:

@@ -10,9 +10,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from bot.engine import admin, communities, leaderboard, members, observe, referrals, rewards
+from bot.engine import (
+    admin,
+    communities,
+    leaderboard,
+    members,
+    notify,
+    observe,
+    referrals,
+    rewards,
+)
 from bot.engine import codes as codes_mod
 from bot.engine.admin import Actor
+from bot.engine.clock import DAY
 from bot.engine.context import EngineContext
 from bot.engine.errors import UserError
 from bot.engine.events import CommunityRef, MemberJoined, MemberLeft, MessagePosted, UserRef
@@ -210,6 +220,7 @@ class ReferralEngine:
             if regenerate:
                 current = await repo.active_code(person.id)
                 if current is not None:
+                    await self._retire_code(repo, person, current.id, now)
                     await repo.revoke_code(current.id, now)
                     await repo.add_audit(
                         community.program_id,
@@ -239,6 +250,37 @@ class ReferralEngine:
             return InviteInfo(code, link, s, await repo.tiers(community.program_id))
 
         return await self.store.read(details)
+
+    async def _retire_code(
+        self, repo: Repository, person: Participant, code_id: int, now: int
+    ) -> None:
+        """`/invite new`: at most ``invite_new_per_day`` a day; the old platform links go too
+        (queued with the change, so a crash can't leave them behind)."""
+        limit = self.ctx.invite_new_per_day
+        if await repo.codes_revoked_since(person.id, now - DAY) >= limit:
+            raise UserError("invite.new_limit", count=limit)
+        made = await repo.links_of_code(code_id)
+        places = await repo.communities_by_ids({community_id for community_id, _ in made})
+        await repo.add_outbox(
+            [
+                notify.link_revocation(places[cid], url, f"revoke-link:{code_id}:{cid}", now)
+                for cid, url in made
+                if cid in places
+            ]
+        )
+
+    async def last_code(self, ref: CommunityRef, user: UserRef) -> str | None:
+        """A member's most recent code even if it no longer credits (a banned member's old
+        link still exists on the platform); None if they never had one."""
+        community = await self.community(ref)
+
+        async def op(repo: Repository) -> str | None:
+            key = (community.program_id, community.platform, user.user_id)
+            person = (await repo.participants_by_identity([key])).get(key)
+            code = await repo.latest_code(person.id) if person is not None else None
+            return code.code if code is not None else None
+
+        return await self.store.read(op)
 
     async def links(self, ref: CommunityRef) -> dict[str, str]:
         """The personal links made in a community that still credit: url -> code.

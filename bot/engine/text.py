@@ -34,6 +34,10 @@ class DateRange:
 
     start: int
     end: int
+class Moment:
+    """A point in time (epoch seconds), rendered as date and time of day (UTC)."""
+
+    ts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,8 @@ def to_json(value: Any) -> Any:
         return {"$d": value.ts}
     if isinstance(value, DateRange):
         return {"$dr": [value.start, value.end]}
+    if isinstance(value, Moment):
+        return {"$dt": value.ts}
     if isinstance(value, list | tuple):
         return [to_json(v) for v in value]
     return value
@@ -71,6 +77,8 @@ def from_json(data: Any) -> Any:
             return Date(data["$d"])
         if "$dr" in data:
             return DateRange(*data["$dr"])
+        if "$dt" in data:
+            return Moment(data["$dt"])
     if isinstance(data, list):
         return [from_json(v) for v in data]
     return data

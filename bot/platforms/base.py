@@ -58,6 +58,17 @@ class Platform(Protocol):
         ...
 
 
+class RevokesLinks(Protocol):
+    """Optional: a platform that can retire a personal link it made (``/invite new``).
+
+    Discord deletes the old invite, Telegram revokes the chat invite link. Without this method
+    the outbox treats a ``revoke_link`` item as done: the link's code no longer credits.
+    Raise DeliveryError like ``deliver``; a link that is already gone is success.
+    """
+
+    async def revoke_referral_link(self, community_id: str, url: str) -> None: ...
+
+
 def lane_of(platform: Platform, item: OutboxItem) -> str:
     """Items in one lane are delivered in order; lanes are delivered in parallel.
 

@@ -7,7 +7,6 @@ You act as any number of members. Everything the bot says is printed as
 from __future__ import annotations
 
 import logging
-import shlex
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from bot.engine.models import Community, OutboxItem
 from bot.engine.text import Text, from_json
 from bot.platforms.base import DeliveryError
 from commands import dispatch
-from commands.registry import CommandContext, Reply
+from commands.registry import CommandContext, Reply, split_command
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -74,6 +73,7 @@ class ConsolePlatform:
         self.communities: dict[str, ConsoleCommunity] = {}
         self.default: str | None = None
         self.delivered_keys: set[str] = set()
+        self.last_link_token: str | None = None  # the latest /link-program token shown
 
     # -- Platform protocol ------------------------------------------------------------------
 
@@ -85,6 +85,9 @@ class ConsolePlatform:
 
     async def create_referral_link(self, community: Community, code: str) -> str:
         return f"console://join/{code}"
+
+    async def revoke_referral_link(self, community_id: str, url: str) -> None:
+        self.out(f"[bot -> #{community_id}] (link {escape(url)} revoked)")
 
     def render(self, text: Text, locale: str = "en") -> str:
         assert self.app is not None
@@ -174,10 +177,8 @@ class ConsolePlatform:
         c.members.add(user.lower())
         source, used = JoinSource.ORGANIC, None
         if via is not None:
-            # The link owner's code comes from a community they are in (codes are per program).
-            home = next((x for x in (c, *self.communities.values()) if via.lower() in x.members), c)
-            info = await self.app.engine.invite(home.ref, self.user(via), self.create_referral_link)
-            source, used = JoinSource.INVITE_LINK, info.code
+            used = await self.code_of(via, community)
+            source = JoinSource.INVITE_LINK if used is not None else JoinSource.ORGANIC
         elif code is not None:
             source, used = JoinSource.TYPED_CODE, code
         await self.app.engine.member_joined(
@@ -189,6 +190,23 @@ class ConsolePlatform:
                 roles=tuple(sorted(c.roles.get(user.lower(), ()))),
             )
         )
+
+    async def code_of(self, member: str, community: str | None = None) -> str | None:
+        """The code behind ``member``'s personal link: made if needed; for someone the bot
+        refuses a link (banned), the last one they had, which still exists on a platform.
+
+        It comes from a community the member is in (codes are per program).
+        """
+        assert self.app is not None
+        c = self.community(community)
+        home = next((x for x in (c, *self.communities.values()) if member.lower() in x.members), c)
+        try:
+            info = await self.app.engine.invite(
+                home.ref, self.user(member), self.create_referral_link
+            )
+        except UserError:
+            return await self.app.engine.last_code(home.ref, self.user(member))
+        return info.code
 
     async def leave(self, user: str, community: str | None = None) -> None:
         assert self.app is not None
@@ -211,10 +229,7 @@ class ConsolePlatform:
         if not text.startswith("/"):
             self.app.engine.message_posted(MessagePosted(c.ref, self.user(user), roles))
             return []
-        try:
-            name, *tokens = shlex.split(text[1:])
-        except ValueError:
-            name, tokens = "", []
+        name, tokens = split_command(text[1:])
         ctx = CommandContext(
             engine=self.app.engine,
             community=c.ref,
@@ -231,6 +246,8 @@ class ConsolePlatform:
         return lines
 
     def _reply_line(self, community: ConsoleCommunity, user: str, reply: Reply) -> str:
+        if reply.text.key == "admin.link_token":  # scenarios type it as {link-token}
+            self.last_link_token = str(reply.text.values["token"])
         text = self.render(reply.text)
         for label, command in reply.buttons:
             text += f"\n  [{self.render(label)}: /{command}]"

@@ -711,6 +711,17 @@ class FakeTelegram:
         self.links[url] = link
         return link.json()
 
+    async def api_revokeChatInviteLink(self, p: dict) -> dict:
+        chat = self.chat(p["chat_id"])
+        self._require_admin(chat, "can_invite_users")
+        link = self.links.get(str(p["invite_link"]))
+        if link is None or link.chat_id != chat.id:
+            raise ApiError(400, "Bad Request: INVITE_HASH_EXPIRED")
+        if link.creator.get("id") != self.bot["id"]:  # bots can't use other admins' links
+            raise ApiError(400, "Bad Request: CHAT_ADMIN_REQUIRED")
+        link.revoked = True
+        return link.json()
+
     def admin_link(self, chat_id: int, admin: dict[str, Any], name: str) -> str:
         """An invite link another admin made by hand (its name means nothing to the bot)."""
         url = f"https://t.me/+{secrets.token_urlsafe(12)}"

@@ -7,6 +7,7 @@ are held meanwhile).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -329,8 +330,20 @@ async def _flag_in(repo: Repository, community: Community, flag_id: int) -> Frau
     return flag
 
 
+# A platform mention as people paste it: Discord's <@id> / <@!id>.
+_MENTION = re.compile(r"^<@!?(\d{1,25})>$")
+
+
 async def member_in(repo: Repository, community: Community, text: str) -> Participant:
-    found = await repo.find_participants(community.program_id, text)
+    """The member a moderator named: an exact platform id (or mention) always wins over a
+    display name, so nobody can hide behind another member's id as their name."""
+    wanted = text.strip()
+    if (mention := _MENTION.match(wanted)) is not None:
+        wanted = mention.group(1)
+    found = await repo.find_participants(community.program_id, wanted)
+    by_id = [p for p in found if p.user_id == wanted.lstrip("@")]
+    if len(by_id) == 1:
+        return by_id[0]
     if not found:
         raise UserError("fraud.unknown_member", member=text[:60])
     if len(found) > 1:

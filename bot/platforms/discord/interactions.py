@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shlex
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +15,7 @@ from bot.platforms.discord.buttons import view_for
 from bot.platforms.discord.render import render
 from bot.platforms.discord.slash import read_invocation, usage_on_discord
 from commands import dispatch
-from commands.registry import CommandContext, Reply
+from commands.registry import CommandContext, Reply, split_command
 
 if TYPE_CHECKING:
     from bot.platforms.discord.platform import DiscordPlatform
@@ -81,10 +80,7 @@ class Interactions:
         ctx = self.context(interaction)
         if ctx is None:
             return
-        try:
-            name, *tokens = shlex.split(line)
-        except ValueError:
-            name, tokens = "", []
+        name, tokens = split_command(line)
         await self._answer(interaction, lambda: dispatch(ctx, name or "help", tokens))
 
     async def _answer(

@@ -341,6 +341,20 @@ class TelegramPlatform:
             raise UserError("telegram.link.no_rights") from None
         return invite.invite_link
 
+    async def revoke_referral_link(self, community_id: str, url: str) -> None:
+        """`/invite new`: the old chat invite link stops working (a deep link has nothing to
+        revoke: its code is refused by the engine). A link that is already gone is done."""
+        if not url.startswith("https://t.me/+"):
+            return
+        try:
+            await self.bot.revoke_chat_invite_link(int(community_id), url)
+        except BadRequest as exc:
+            log.info(
+                "event=telegram.link_revoke_skipped chat=%s error=%s", community_id, exc.message
+            )
+        except TelegramError as exc:
+            raise delivery_error(exc, "revoke link") from exc
+
     async def single_use_link(self, chat_id: int, code: str | None) -> str:
         now = int(time.time())
         invite = await self.bot.create_chat_invite_link(

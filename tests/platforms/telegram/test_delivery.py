@@ -142,7 +142,8 @@ async def test_moderator_buttons_run_their_command_for_admins_only(world: World)
     fake.press(message, owner, keyboard[1][0]["callback_data"])
     sent = await world.settle()
     assert texts(sent, owner["id"]) == [  # the long line ran, as the presser
-        "code is too long (71 characters); at most 40 are allowed."
+        "ABCDE-FGHJK ABCDE-FGHJK ABCDE-FGHJK ABCD is not a referral code here. "
+        "Check it and try again: codes look like ABCDE-FGHJK."
     ]
 
 
