@@ -34,6 +34,9 @@ class DateRange:
 
     start: int
     end: int
+
+
+@dataclass(frozen=True, slots=True)
 class Moment:
     """A point in time (epoch seconds), rendered as date and time of day (UTC)."""
 
