@@ -1255,3 +1255,25 @@ class Repository:
             )
             found.update(r[0] for r in rows)
         return found
+
+    # -- Discord hardening (issue 9): items waiting for an admin's fix ------------------------
+
+    async def outbox_due_now(
+        self, platform: str, kinds: Sequence[str], community: str, marker: str, now: int
+    ) -> int:
+        rows = await self._rows(
+            sa.select(outbox.c.id, outbox.c.payload).where(
+                outbox.c.platform == platform,
+                outbox.c.kind.in_(list(kinds)),
+                outbox.c.delivered_at.is_(None),
+                outbox.c.failed_at.is_(None),
+                outbox.c.next_attempt_at > now,
+                outbox.c.last_error.startswith(marker, autoescape=True),
+            )
+        )
+        ids = [r.id for r in rows if str(json.loads(r.payload).get("community")) == community]
+        for chunk in _chunks(ids):
+            await self.conn.execute(
+                outbox.update().where(outbox.c.id.in_(list(chunk))).values(next_attempt_at=now)
+            )
+        return len(ids)

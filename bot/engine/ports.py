@@ -298,6 +298,15 @@ class Repository(Protocol):
 
     async def outbox_keys(self, keys: Iterable[str]) -> set[str]: ...
 
+    # -- Discord hardening (issue 9): items waiting for an admin's fix ------------------------
+
+    async def outbox_due_now(
+        self, platform: str, kinds: Sequence[str], community: str, marker: str, now: int
+    ) -> int:
+        """Make pending items of ``kinds`` for one community, whose last error starts with
+        ``marker`` (they wait for a fix, not for a backoff), due at ``now``; how many."""
+        ...
+
 
 class Store(Protocol):
     """Where the engine's transactions run: a group-commit writer and read connections."""

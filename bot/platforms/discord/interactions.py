@@ -75,7 +75,12 @@ class Interactions:
             )
             return
         inv = read_invocation(dict(interaction.data or {}))
-        await self._answer(interaction, lambda: dispatch(ctx, inv.command, named=inv.named))
+
+        async def run() -> list[Reply]:
+            await self._join_recorded(interaction)
+            return await dispatch(ctx, inv.command, named=inv.named)
+
+        await self._answer(interaction, run)
 
     async def press(self, interaction: discord.Interaction, line: str) -> None:
         ctx = self.context(interaction)
@@ -85,7 +90,17 @@ class Interactions:
             name, *tokens = shlex.split(line)
         except ValueError:
             name, tokens = "", []
-        await self._answer(interaction, lambda: dispatch(ctx, name or "help", tokens))
+
+        async def run() -> list[Reply]:
+            await self._join_recorded(interaction)
+            return await dispatch(ctx, name or "help", tokens)
+
+        await self._answer(interaction, run)
+
+    async def _join_recorded(self, interaction: discord.Interaction) -> None:
+        """A newcomer's first command waits for their join: it is recorded first, as a join."""
+        if interaction.guild is not None:
+            await self.platform.tracker.join_recorded(interaction.guild.id, interaction.user.id)
 
     async def _answer(
         self, interaction: discord.Interaction, run: Callable[[], Awaitable[list[Reply]]]

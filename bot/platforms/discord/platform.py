@@ -24,8 +24,8 @@ from bot.engine.models import Community, OutboxItem
 from bot.engine.text import Text, t
 from bot.platforms.discord.attribution import Verdict
 from bot.platforms.discord.client import ReferralClient, shard_options
-from bot.platforms.discord.delivery import Deliverer, find_channel
-from bot.platforms.discord.diagnostics import diagnose_guild
+from bot.platforms.discord.delivery import ROLE_KINDS, WAITING, Deliverer, find_channel
+from bot.platforms.discord.diagnostics import diagnose_guild, still_true
 from bot.platforms.discord.interactions import Interactions, member_roles
 from bot.platforms.discord.invites import InviteTracker
 from bot.platforms.discord.render import render
@@ -52,6 +52,20 @@ SOURCES = {
 def account_created_at(snowflake: int) -> int:
     """Epoch seconds at which a Discord account was created, from its id."""
     return ((snowflake >> 22) + DISCORD_EPOCH_MS) // 1000
+
+
+def missed_newcomers(guild: discord.Guild, members: list[discord.Member]) -> dict[str, int]:
+    """user id -> joined_at of members who first joined after the bot did (so while it was
+    there, maybe offline): they may still type a code. Rejoins and earlier members may not."""
+    me = guild.me
+    since = me.joined_at.timestamp() if me is not None and me.joined_at is not None else None
+    if since is None:
+        return {}
+    return {
+        str(m.id): int(m.joined_at.timestamp())
+        for m in members
+        if m.joined_at is not None and m.joined_at.timestamp() > since and not m.flags.did_rejoin
+    }
 
 
 class DiscordPlatform:
@@ -89,7 +103,12 @@ class DiscordPlatform:
         self.client = ReferralClient(self, members_intent, **shard_options(settings))
         self.tracker = InviteTracker(self.client, self._joins, self._owner_code, burst_window)
         self.tracker.on_no_access = self._notify_no_access
-        self.deliverer = Deliverer(self.client, lambda: self.catalog, self._record_problem)
+        self.tracker.on_access = self._access_restored
+        self.tracker.on_leave = self._leave
+        self._ready_seen = False  # guild_available before the first ready is part of it
+        self.deliverer = Deliverer(
+            self.client, lambda: self.catalog, self._record_problem, self._role_notice
+        )
 
     # -- Platform protocol ------------------------------------------------------------------
 
@@ -129,8 +148,8 @@ class DiscordPlatform:
 
     async def stop(self) -> None:
         for g in self.tracker.guilds.values():
-            if g.task is not None:
-                g.task.cancel()
+            for task in g.tasks():
+                task.cancel()
         if not self.client.is_closed():
             await self.client.close()
         if self._task is not None:
@@ -144,6 +163,16 @@ class DiscordPlatform:
 
     async def deliver(self, item: OutboxItem) -> None:
         await self.deliverer.deliver(item)
+
+    def lane(self, item: OutboxItem) -> str:
+        """In order per channel, per member's DMs, per guild's role changes; lanes in parallel,
+        so a role reward that waits for an admin never holds back anything else."""
+        p = item.payload
+        if item.kind == "dm":
+            return f"dm:{p.get('user')}"
+        if item.kind in ("grant_role", "revoke_role"):
+            return f"role:{p.get('community')}:{p.get('role')}"
+        return f"channel:{p.get('community')}:{p.get('channel') or ''}"
 
     async def create_referral_link(self, community: Community, code: str) -> str:
         """A bot-owned personal invite (never expires, unique) for one referral code."""
@@ -205,6 +234,8 @@ class DiscordPlatform:
             log.info("event=discord.commands_synced scope=%s commands=%d", scope, len(payload))
 
     async def diagnose(self, guild: discord.Guild) -> list[Text]:
+        """What is wrong now (for /check); items waiting for a fix are tried again at once."""
+        await self.retry_waiting(guild)
         overview, community_id = None, None
         if self.app is not None:
             try:
@@ -218,8 +249,23 @@ class DiscordPlatform:
             invite_channel=self.settings.invite_channel,
             overview=overview,
             community_id=community_id,
-            recorded=list(self.problems.get(guild.id, [])),
+            recorded=[
+                p for p in self.problems.get(guild.id, []) if still_true(guild, p) is not None
+            ],
         )
+
+    async def retry_waiting(self, guild: discord.Guild) -> None:
+        """Role rewards (and their messages) waiting for an admin's fix: try them again now."""
+        if self.app is None:
+            return
+        try:
+            woken = await self.app.engine.retry_waiting(self.ref(guild), ROLE_KINDS, WAITING)
+        except Exception:
+            log.exception("event=discord.retry_waiting_failed guild=%s", guild.id)
+            return
+        if woken:
+            log.info("event=discord.retry_waiting guild=%s items=%d", guild.id, woken)
+            self.app.outbox.wake()
 
     def _record_problem(self, guild_id: int, text: Text) -> None:
         known = self.problems.setdefault(guild_id, [])
@@ -230,11 +276,28 @@ class DiscordPlatform:
     # -- lifecycle events -------------------------------------------------------------------
 
     async def ready(self) -> None:
+        self._ready_seen = True
         for guild in list(self.client.guilds):
             try:
                 await self.guild_ready(guild)
             except Exception:
                 log.exception("event=discord.guild_ready_failed guild=%s", guild.id)
+
+    async def guild_available(self, guild: discord.Guild) -> None:
+        """A guild back after an outage (or a shard's new session): reconcile as on ready."""
+        if not self._ready_seen:
+            return  # the first ready reconciles every guild
+        try:
+            await self.guild_ready(guild)
+        except Exception:
+            log.exception("event=discord.guild_ready_failed guild=%s", guild.id)
+
+    async def permissions_changed(self, guild: discord.Guild) -> None:
+        """The bot's roles, a role's permissions or the role list changed."""
+        if self.app is None or guild.me is None:
+            return
+        await self.tracker.permissions_changed(guild)
+        await self.retry_waiting(guild)
 
     async def guild_ready(self, guild: discord.Guild) -> None:
         """After downtime or on joining: reconcile members, refill the invite cache, report."""
@@ -244,10 +307,17 @@ class DiscordPlatform:
         if self.members_intent:
             if not guild.chunked:
                 await guild.chunk()
-            present = [self.user_ref(m) for m in guild.members if not m.bot]
-            await self.app.engine.reconcile(ref, present)
+            humans = [m for m in guild.members if not m.bot]
+            await self.app.engine.reconcile(
+                ref, [self.user_ref(m) for m in humans], missed_newcomers(guild, humans)
+            )
         else:
             await self.app.engine.community(ref)
+            await self._notify_once(
+                guild,
+                "no-members-intent",
+                t("discord.notice.no_members_intent", guild=guild.name),
+            )
         await self.tracker.fill(guild, await self._personal_invites(ref, str(guild.id)))
         for problem in await self.diagnose(guild):
             log.warning(
@@ -318,6 +388,13 @@ class DiscordPlatform:
         guild = self.client.get_guild(guild_id)
         if self.app is None or guild is None:
             return
+        if self.tracker.left(guild_id, user_id):
+            return  # the join still waits in a burst window: the leave follows it
+        await self._leave(guild, user_id)
+
+    async def _leave(self, guild: discord.Guild, user_id: int) -> None:
+        if self.app is None:
+            return
         await self.app.engine.member_left(MemberLeft(self.ref(guild), str(user_id)))
 
     async def roles_changed(self, member: discord.Member) -> None:
@@ -346,10 +423,30 @@ class DiscordPlatform:
 
     async def _notify_no_access(self, guild: discord.Guild) -> None:
         """Once per guild: attribution falls back to typed codes until Manage Server is given."""
-        if self.app is None or self.state.notified(str(guild.id), "no-manage-server"):
+        await self._notify_once(
+            guild, "no-manage-server", t("discord.notice.no_manage_server", guild=guild.name)
+        )
+
+    async def _access_restored(self, guild: discord.Guild) -> None:
+        """Manage Server is back: a later loss is worth telling again."""
+        self.state.forget_notice(str(guild.id), "no-manage-server")
+
+    async def _role_notice(self, guild: discord.Guild, problem: Text | None, key: str) -> None:
+        if problem is None:  # the role was given: it is fixed, its messages may go now
+            if self.state.notified(str(guild.id), key):
+                self.state.forget_notice(str(guild.id), key)
+                await self.retry_waiting(guild)
             return
-        self.state.mark_notified(str(guild.id), "no-manage-server")
-        rendered = render(self.catalog, t("discord.notice.no_manage_server", guild=guild.name))
+        await self._notify_once(
+            guild, key, t("discord.notice.role_blocked", guild=guild.name, problem=problem)
+        )
+
+    async def _notify_once(self, guild: discord.Guild, what: str, text: Text) -> None:
+        """Tell the admin channel (or else the owner) once, until ``forget_notice``."""
+        if self.app is None or self.state.notified(str(guild.id), what):
+            return
+        self.state.mark_notified(str(guild.id), what)
+        rendered = render(self.catalog, text)
         try:
             overview = await self.app.engine.overview(self.ref(guild))
             community = await self.app.engine.community(self.ref(guild))
