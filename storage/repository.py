@@ -557,6 +557,32 @@ class Repository:
         assert saved is not None
         return saved
 
+    # -- Discord hardening (issue 9): links whose invite is gone ------------------------------
+
+    async def delete_links(self, community_id: int, urls: Sequence[str]) -> int:
+        """Forget links the platform no longer has (the next request makes a new one)."""
+        if not urls:
+            return 0
+        result = await self.conn.execute(
+            referral_links.delete().where(
+                referral_links.c.community_id == community_id,
+                referral_links.c.url.in_(list(urls)),
+            )
+        )
+        return int(result.rowcount or 0)
+
+    async def links_of_participant(self, community_id: int, participant_id: int) -> list[str]:
+        """Every link made in a community for any code (active or not) of one participant."""
+        rows = await self._rows(
+            sa.select(referral_links.c.url)
+            .join(referral_codes, referral_codes.c.id == referral_links.c.code_id)
+            .where(
+                referral_links.c.community_id == community_id,
+                referral_codes.c.participant_id == participant_id,
+            )
+        )
+        return [r[0] for r in rows]
+
     # -- referrals --------------------------------------------------------------------------
 
     async def referral_of_referred(self, program_id: int, participant_id: int) -> Referral | None:

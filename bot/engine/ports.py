@@ -120,6 +120,16 @@ class Repository(Protocol):
 
     async def save_link(self, code_id: int, community_id: int, url: str, now: int) -> str: ...
 
+    # -- Discord hardening (issue 9): links whose invite is gone ------------------------------
+
+    async def delete_links(self, community_id: int, urls: Sequence[str]) -> int:
+        """Forget links the platform no longer has (the next request makes a new one)."""
+        ...
+
+    async def links_of_participant(self, community_id: int, participant_id: int) -> list[str]:
+        """Every link made in a community for any code (active or not) of one participant."""
+        ...
+
     async def referral_of_referred(
         self, program_id: int, participant_id: int
     ) -> Referral | None: ...

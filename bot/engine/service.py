@@ -576,3 +576,22 @@ class ReferralEngine:
         return await self.store.write(
             lambda repo: repo.outbox_due_now(ref.platform, kinds, ref.external_id, marker, now)
         )
+
+    async def forget_links(self, ref: CommunityRef, urls: Sequence[str]) -> int:
+        """Links whose platform invite is gone: the member's next /invite makes a new link for
+        the same code (their code never changes because a link was deleted)."""
+        community = await self.community(ref)
+        return await self.store.write(lambda repo: repo.delete_links(community.id, urls))
+
+    async def links_of_member(self, ref: CommunityRef, user_id: str) -> list[str]:
+        """The links made in a community for one member's codes (to clean up when they leave)."""
+        community = await self.community(ref)
+
+        async def op(repo: Repository) -> list[str]:
+            key = (community.program_id, community.platform, user_id)
+            person = (await repo.participants_by_identity([key])).get(key)
+            if person is None:
+                return []
+            return await repo.links_of_participant(community.id, person.id)
+
+        return await self.store.read(op)

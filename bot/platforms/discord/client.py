@@ -93,8 +93,9 @@ class ReferralClient(discord.AutoShardedClient):
         self.platform.tracker.invite_created(invite)
 
     async def on_invite_delete(self, invite: discord.Invite) -> None:
-        if invite.guild is not None:
-            self.platform.tracker.invite_deleted(invite.guild.id, invite.code)
+        guild = invite.guild
+        if isinstance(guild, discord.Guild):
+            await self.platform.tracker.invite_deleted(guild, invite.code)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         if interaction.type == discord.InteractionType.application_command:

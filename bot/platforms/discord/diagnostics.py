@@ -63,7 +63,7 @@ def diagnose_guild(
             role = find_role(guild, name)
             if role is None:
                 problems.append(t("check.discord.role_missing", role=name))
-            elif perms.manage_roles and (problem := role_problem(guild, role)) is not None:
+            elif (problem := role_problem(guild, role)) is not None:
                 problems.append(problem)
     for text in recorded:
         if text not in problems:

@@ -121,6 +121,8 @@ class InviteTracker:
         self.on_no_access: Callable[[discord.Guild], Awaitable[None]] | None = None
         self.on_access: Callable[[discord.Guild], Awaitable[None]] | None = None
         self.on_leave: Leave | None = None
+        # (guild, invite codes): personal invites that no longer exist on Discord
+        self.on_personal_gone: Callable[[discord.Guild, list[str]], Awaitable[None]] | None = None
 
     def state(self, guild_id: int) -> GuildInvites:
         return self.guilds.setdefault(guild_id, GuildInvites())
@@ -136,6 +138,20 @@ class InviteTracker:
             if after is not None:
                 g.baseline = after
                 g.vanity_code, g.vanity_uses = await self._vanity(guild)
+        if after is not None:
+            await self._personal_gone(guild, g, [c for c in g.personal if c not in after])
+
+    async def _personal_gone(self, guild: discord.Guild, g: GuildInvites, codes: list[str]) -> None:
+        """Personal invites deleted on Discord (by an admin, or while the bot was away)."""
+        if not codes:
+            return
+        for code in codes:
+            g.personal.pop(code, None)
+        if self.on_personal_gone is not None:
+            try:
+                await self.on_personal_gone(guild, codes)
+            except Exception:
+                log.exception("event=discord.personal_invite_gone_failed guild=%s", guild.id)
 
     async def _fetch(
         self, guild: discord.Guild, g: GuildInvites
@@ -227,11 +243,13 @@ class InviteTracker:
         if g.baseline is not None and invite.code not in g.baseline:
             g.baseline[invite.code] = snapshot(invite)
 
-    def invite_deleted(self, guild_id: int, code: str) -> None:
-        g = self.state(guild_id)
-        if g.baseline is None or g.windows:
-            return  # a window is open: its fetch sees the invite vanished and judges it
-        g.baseline.pop(code, None)
+    async def invite_deleted(self, guild: discord.Guild, code: str) -> None:
+        g = self.state(guild.id)
+        if g.baseline is not None and not g.windows:
+            g.baseline.pop(code, None)
+        # else a window is open: its fetch sees the invite vanished and judges it
+        if code in g.personal and not g.windows:
+            await self._personal_gone(guild, g, [code])
 
     def personal_created(self, guild: discord.Guild, invite: discord.Invite, code: str) -> None:
         g = self.state(guild.id)
@@ -326,6 +344,7 @@ class InviteTracker:
         for code, n in uses.exact.items():
             exact[await self._source(guild, g, before.get(code) or after[code])] += n
         maybe = {await self._source(guild, g, before[code]) for code in uses.maybe}
+        await self._personal_gone(guild, g, [c for c in uses.maybe if c in g.personal])
         decision = assign(joins, exact, maybe | g.carried)
         g.carried = decision.leftover
         return decision.verdicts

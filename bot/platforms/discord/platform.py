@@ -49,6 +49,13 @@ SOURCES = {
 }
 
 
+MAX_INVITES = 30016  # Discord: "Maximum number of invites reached (1000)"
+
+
+def _invite_code(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
 def account_created_at(snowflake: int) -> int:
     """Epoch seconds at which a Discord account was created, from its id."""
     return ((snowflake >> 22) + DISCORD_EPOCH_MS) // 1000
@@ -105,6 +112,7 @@ class DiscordPlatform:
         self.tracker.on_no_access = self._notify_no_access
         self.tracker.on_access = self._access_restored
         self.tracker.on_leave = self._leave
+        self.tracker.on_personal_gone = self._personal_gone
         self._ready_seen = False  # guild_available before the first ready is part of it
         self.deliverer = Deliverer(
             self.client, lambda: self.catalog, self._record_problem, self._role_notice
@@ -189,18 +197,74 @@ class DiscordPlatform:
                 max_age=0, max_uses=0, unique=True, reason=f"referral code {code}"
             )
         except discord.HTTPException as exc:
-            log.warning("event=discord.invite_create_failed guild=%s error=%s", guild.id, exc)
-            raise UserError("discord.invite.failed") from exc
+            log.warning(
+                "event=discord.invite_create_failed guild=%s status=%s code=%s",
+                guild.id,
+                exc.status,
+                exc.code,
+            )
+            await self._invite_refused(guild, channel, exc)
+            raise UserError(
+                "discord.invite.cap" if exc.code == MAX_INVITES else "discord.invite.failed"
+            ) from exc
         self.state.remember_invite(str(guild.id), invite.code, code)
         self.tracker.personal_created(guild, invite, code)
         return invite.url
+
+    async def _invite_refused(
+        self, guild: discord.Guild, channel: discord.TextChannel, exc: discord.HTTPException
+    ) -> None:
+        """Discord refused a personal invite: the admins learn why (once) and /check says it."""
+        if exc.status >= 500:
+            return  # Discord's own trouble: the member is told to try again
+        if exc.code == MAX_INVITES:
+            problem, what = t("check.discord.invite_cap", channel=channel.name), "invite-cap"
+        else:
+            problem = t("check.discord.invite_refused", channel=channel.name, error=exc.code)
+            what = f"invite-refused:{exc.code}"
+        self._record_problem(guild.id, problem)
+        await self._notify_once(guild, what, t("discord.notice.invite_refused", problem=problem))
+
+    async def _personal_gone(self, guild: discord.Guild, invite_codes: list[str]) -> None:
+        """Deleted personal invites: their links are forgotten, so the member's next /invite
+        makes a new invite for the same referral code."""
+        if self.app is None:
+            return
+        ref = self.ref(guild)
+        gone = set(invite_codes)
+        urls = [u for u in await self.app.engine.links(ref) if _invite_code(u) in gone]
+        if urls:
+            await self.app.engine.forget_links(ref, urls)
+            log.info("event=discord.personal_invite_gone guild=%s links=%d", guild.id, len(urls))
+
+    async def _clean_up_invites(self, guild: discord.Guild, user_id: int) -> None:
+        """A member left: delete their personal invites (Discord allows 1000 per server); the
+        code stays theirs, and a new invite is made for it if they come back."""
+        assert self.app is not None
+        ref = self.ref(guild)
+        urls = await self.app.engine.links_of_member(ref, str(user_id))
+        if not urls:
+            return
+        for url in urls:
+            try:
+                await self.client.http.delete_invite(
+                    _invite_code(url), reason="its member left the server"
+                )
+            except discord.NotFound:
+                pass  # already gone
+            except discord.HTTPException as exc:
+                log.warning(
+                    "event=discord.invite_cleanup_failed guild=%s status=%s", guild.id, exc.status
+                )
+                return  # kept: tried again on a later leave or by an admin
+        await self.app.engine.forget_links(ref, urls)
 
     async def _personal_invites(self, ref: CommunityRef, guild_id: str) -> dict[str, str]:
         """invite code -> referral code: the engine's stored links first, the local file second."""
         assert self.app is not None
         known = dict(self.state.invite_codes(guild_id))
         for url, code in (await self.app.engine.links(ref)).items():
-            known[url.rstrip("/").rsplit("/", 1)[-1]] = code
+            known[_invite_code(url)] = code
         return known
 
     # -- identities -------------------------------------------------------------------------
@@ -396,6 +460,10 @@ class DiscordPlatform:
         if self.app is None:
             return
         await self.app.engine.member_left(MemberLeft(self.ref(guild), str(user_id)))
+        try:
+            await self._clean_up_invites(guild, user_id)
+        except Exception:
+            log.exception("event=discord.invite_cleanup_failed guild=%s", guild.id)
 
     async def roles_changed(self, member: discord.Member) -> None:
         if self.app is None or member.bot:

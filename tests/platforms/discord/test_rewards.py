@@ -190,3 +190,31 @@ async def test_buttons_run_the_command_as_the_presser(world: World) -> None:
     message = world.announcements.last_message
     pressed = await world.admin.click(message, custom_id="rb:status")
     assert pressed.ephemeral and "pending" in pressed.response.content
+
+
+async def test_tier_add_warns_at_once_about_a_role_the_bot_cannot_give(world: World) -> None:
+    world.role("Legend", position=90)
+    for n, (role, expected) in enumerate(
+        (("Ghost", "no role called Ghost"), ("Legend", "drag the bot's role"))
+    ):
+        r = await world.admin.slash(
+            world.general,
+            "referral-admin tier-add",
+            name=f"T-{role}",
+            threshold=2 + n,
+            kind="role",
+            value=role,
+        )
+        said = [r.response.content, *(f.content for f in r.followups)]
+        assert any(expected in s for s in said), said
+    fine = world.role("Fine", position=5)
+    assert fine is not None
+    r = await world.admin.slash(
+        world.general,
+        "referral-admin tier-add",
+        name="T-fine",
+        threshold=9,
+        kind="role",
+        value="Fine",
+    )
+    assert r.followups == []  # nothing to warn about
