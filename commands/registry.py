@@ -6,6 +6,7 @@ the behaviour of a command is one hop from its name: ``REGISTRY.get(name).handle
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from bot.engine.service import LinkMaker, ReferralEngine
 from bot.engine.text import Text, t
 from bot.engine.text_rules import check_text
 
+MENTION = re.compile(r"<@!?(\d+)>")  # a member pasted as a mention
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -31,7 +34,8 @@ class Reply:
 class Option:
     name: str
     # text | int | choice | rest (the rest of the line) | raw (the rest, checked by the handler,
-    # which knows the field's real name: `set <setting> <value>`)
+    # which knows the field's real name: `set <setting> <value>`) | member (a platform user id,
+    # a pasted mention such as <@123>, or a display name)
     kind: str = "text"
     required: bool = True
     choices: tuple[str, ...] = ()
@@ -61,6 +65,10 @@ class Option:
             return value
         if self.kind == "raw":
             return raw
+        if self.kind == "member":
+            mention = MENTION.fullmatch(raw.strip())
+            if mention is not None:
+                return mention.group(1)
         return check_text(self.name, raw, self.max_length, multiline=self.kind == "rest")
 
 

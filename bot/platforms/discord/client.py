@@ -102,3 +102,5 @@ class ReferralClient(discord.AutoShardedClient):
             await self.platform.interactions.command(interaction)
         elif interaction.type == discord.InteractionType.autocomplete:
             await self.platform.interactions.autocomplete(interaction)
+        elif interaction.type == discord.InteractionType.modal_submit:
+            await self.platform.interactions.modal_submitted(interaction)
