@@ -87,13 +87,22 @@ async def set_(ctx: CommandContext) -> Reply:
     return Reply(t("admin.setting_saved", setting=key.lower()), private=True)
 
 
+async def role_warnings(ctx: CommandContext, kind: str, role: str | None) -> list[Reply]:
+    """A role reward the platform cannot give (missing, above the bot...): said at once."""
+    if kind != "role" or not role or ctx.diagnose is None:
+        return []
+    wanted = role.strip().lower()
+    problems = [p for p in await ctx.diagnose() if str(p.values.get("role", "")).lower() == wanted]
+    return [Reply(t("check.problems", lines=problems), private=True)] if problems else []
+
+
 @REGISTRY.command("tier-add", ADMIN, TIER_OPTIONS)
-async def tier_add(ctx: CommandContext) -> Reply:
+async def tier_add(ctx: CommandContext) -> list[Reply]:
     o = ctx.options
     tier = await ctx.engine.tier_add(
         ctx.community, ctx.actor, o["name"], str(o["threshold"]), o["kind"], o.get("value", "")
     )
-    return Reply(
+    added = Reply(
         t(
             "admin.tier_added",
             name=tier.name,
@@ -102,15 +111,16 @@ async def tier_add(ctx: CommandContext) -> Reply:
         ),
         private=True,
     )
+    return [added, *await role_warnings(ctx, tier.reward_kind, tier.reward_value)]
 
 
 @REGISTRY.command("tier-edit", ADMIN, TIER_OPTIONS)
-async def tier_edit(ctx: CommandContext) -> Reply:
+async def tier_edit(ctx: CommandContext) -> list[Reply]:
     o = ctx.options
     tier = await ctx.engine.tier_edit(
         ctx.community, ctx.actor, o["name"], str(o["threshold"]), o["kind"], o.get("value", "")
     )
-    return Reply(
+    edited = Reply(
         t(
             "admin.tier_edited",
             name=tier.name,
@@ -119,6 +129,7 @@ async def tier_edit(ctx: CommandContext) -> Reply:
         ),
         private=True,
     )
+    return [edited, *await role_warnings(ctx, tier.reward_kind, tier.reward_value)]
 
 
 @REGISTRY.command("tier-remove", ADMIN, [Option("name", "rest", max_length=60)])

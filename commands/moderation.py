@@ -156,7 +156,7 @@ async def fraud_reject(ctx: CommandContext) -> Reply:
     return Reply(_rejected(done), private=True)
 
 
-@REGISTRY.command("fraud-approve-all", MOD, [Option("member", max_length=100)])
+@REGISTRY.command("fraud-approve-all", MOD, [Option("member", "member", max_length=100)])
 async def fraud_approve_all(ctx: CommandContext) -> Reply:
     done = await ctx.engine.fraud_review(
         ctx.community, ctx.actor, None, ctx.options["member"], True, None
@@ -167,7 +167,10 @@ async def fraud_approve_all(ctx: CommandContext) -> Reply:
 @REGISTRY.command(
     "fraud-reject-all",
     MOD,
-    [Option("member", max_length=100), Option("reason", "rest", required=False, max_length=300)],
+    [
+        Option("member", "member", max_length=100),
+        Option("reason", "rest", required=False, max_length=300),
+    ],
 )
 async def fraud_reject_all(ctx: CommandContext) -> Reply:
     done = await ctx.engine.fraud_review(
@@ -179,7 +182,10 @@ async def fraud_reject_all(ctx: CommandContext) -> Reply:
 @REGISTRY.command(
     "fraud-ban",
     MOD,
-    [Option("member", max_length=100), Option("reason", "rest", required=False, max_length=300)],
+    [
+        Option("member", "member", max_length=100),
+        Option("reason", "rest", required=False, max_length=300),
+    ],
 )
 async def fraud_ban(ctx: CommandContext) -> Reply:
     reason = ctx.options.get("reason") or "banned by a moderator"
@@ -189,7 +195,7 @@ async def fraud_ban(ctx: CommandContext) -> Reply:
     return Reply(t("fraud.banned_done", member=person.display_name, count=taken), private=True)
 
 
-@REGISTRY.command("fraud-unban", MOD, [Option("member", max_length=100)])
+@REGISTRY.command("fraud-unban", MOD, [Option("member", "member", max_length=100)])
 async def fraud_unban(ctx: CommandContext) -> Reply:
     person, _ = await ctx.engine.fraud_ban(
         ctx.community, ctx.actor, ctx.options["member"], "", ban=False
@@ -200,7 +206,7 @@ async def fraud_unban(ctx: CommandContext) -> Reply:
 @REGISTRY.command(
     "fraud-link",
     Audience.ADMIN,
-    [Option("member", max_length=100), Option("other", max_length=100)],
+    [Option("member", "member", max_length=100), Option("other", "member", max_length=100)],
 )
 async def fraud_link(ctx: CommandContext) -> Reply:
     a, b = await ctx.engine.fraud_link(
@@ -213,7 +219,7 @@ async def fraud_link(ctx: CommandContext) -> Reply:
     "referrals",
     MOD,
     [
-        Option("member", max_length=100),
+        Option("member", "member", max_length=100),
         Option("count", "int", required=False, min_value=1, max_value=50),
     ],
 )

@@ -6,6 +6,7 @@ the behaviour of a command is one hop from its name: ``REGISTRY.get(name).handle
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +23,8 @@ from bot.engine.service import LinkMaker, ReferralEngine
 from bot.engine.text import Text, t
 from bot.engine.text_rules import check_text
 from commands.guard import Verdict, guard_of
+
+MENTION = re.compile(r"<@!?(\d+)>")  # a member pasted as a mention
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +54,8 @@ def split_command(line: str) -> tuple[str, list[str]]:
 class Option:
     name: str
     # text | int | choice | rest (the rest of the line) | raw (the rest, checked by the handler,
-    # which knows the field's real name: `set <setting> <value>`)
+    # which knows the field's real name: `set <setting> <value>`) | member (a platform user id,
+    # a pasted mention such as <@123>, or a display name)
     kind: str = "text"
     required: bool = True
     choices: tuple[str, ...] = ()
@@ -71,6 +75,10 @@ class Option:
             return value
         if self.kind == "raw":
             return raw
+        if self.kind == "member":
+            mention = MENTION.fullmatch(raw.strip())
+            if mention is not None:
+                return mention.group(1)
         return check_text(self.name, raw, self.max_length, multiline=self.kind == "rest")
 
     def _int(self, raw: str) -> int:

@@ -606,6 +606,32 @@ class Repository:
         )
         return [(community_id, url) for community_id, url in rows]
 
+    # -- Discord hardening (issue 9): links whose invite is gone ------------------------------
+
+    async def delete_links(self, community_id: int, urls: Sequence[str]) -> int:
+        """Forget links the platform no longer has (the next request makes a new one)."""
+        if not urls:
+            return 0
+        result = await self.conn.execute(
+            referral_links.delete().where(
+                referral_links.c.community_id == community_id,
+                referral_links.c.url.in_(list(urls)),
+            )
+        )
+        return int(result.rowcount or 0)
+
+    async def links_of_participant(self, community_id: int, participant_id: int) -> list[str]:
+        """Every link made in a community for any code (active or not) of one participant."""
+        rows = await self._rows(
+            sa.select(referral_links.c.url)
+            .join(referral_codes, referral_codes.c.id == referral_links.c.code_id)
+            .where(
+                referral_links.c.community_id == community_id,
+                referral_codes.c.participant_id == participant_id,
+            )
+        )
+        return [r[0] for r in rows]
+
     # -- referrals --------------------------------------------------------------------------
 
     async def referral_of_referred(self, program_id: int, participant_id: int) -> Referral | None:
@@ -1440,6 +1466,29 @@ class Repository:
             .group_by(c.platform)
         )
         return [OutboxBacklog(r[0], int(r[1]), r[2], r[3]) for r in rows]
+
+
+    # -- Discord hardening (issue 9): items waiting for an admin's fix ------------------------
+
+    async def outbox_due_now(
+        self, platform: str, kinds: Sequence[str], community: str, marker: str, now: int
+    ) -> int:
+        rows = await self._rows(
+            sa.select(outbox.c.id, outbox.c.payload).where(
+                outbox.c.platform == platform,
+                outbox.c.kind.in_(list(kinds)),
+                outbox.c.delivered_at.is_(None),
+                outbox.c.failed_at.is_(None),
+                outbox.c.next_attempt_at > now,
+                outbox.c.last_error.startswith(marker, autoescape=True),
+            )
+        )
+        ids = [r.id for r in rows if str(json.loads(r.payload).get("community")) == community]
+        for chunk in _chunks(ids):
+            await self.conn.execute(
+                outbox.update().where(outbox.c.id.in_(list(chunk))).values(next_attempt_at=now)
+            )
+        return len(ids)
 
 
 # -- metrics (issue 14: run it for real) --------------------------------------------------------

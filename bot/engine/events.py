@@ -46,6 +46,7 @@ class MemberJoined:
     roles: tuple[str, ...] = ()
     rejoined: bool = False  # the platform says this person was a member before (never a referral)
     quiet: bool = False  # recorded without greetings (joins found late, after downtime)
+    joined_at: int | None = None  # epoch seconds, when the platform says (a join found late)
 
 
 @dataclass(frozen=True, slots=True)

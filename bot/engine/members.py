@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bot.engine import codes as codes_mod
@@ -127,7 +127,8 @@ async def process_joins(
         k = key_of(e)
         if k not in existing and k not in new_rows:
             origin = "existing" if e.rejoined else "join"
-            new_rows[k] = _participant_row(k[0], k[1], e.user, now, origin)
+            joined_at = min(e.joined_at, now) if e.joined_at is not None else now
+            new_rows[k] = _participant_row(k[0], k[1], e.user, joined_at, origin)
     new_ids = await repo.insert_participants(list(new_rows.values()))
     people: dict[tuple[int, str, str], Participant] = dict(existing)
     for (k, row), pid in zip(new_rows.items(), new_ids, strict=True):
@@ -139,7 +140,7 @@ async def process_joins(
             display_name=row["display_name"],
             locale=row["locale"],
             account_created_at=row["account_created_at"],
-            first_joined_at=now,
+            first_joined_at=row["first_joined_at"],
             origin=row["origin"],
             message_count=0,
             banned_at=None,
@@ -700,9 +701,18 @@ class ReconcileResult:
 
 
 async def reconcile(
-    repo: Repository, ctx: EngineContext, ref: CommunityRef, present: list[UserRef]
+    repo: Repository,
+    ctx: EngineContext,
+    ref: CommunityRef,
+    present: list[UserRef],
+    newcomers: Mapping[str, int] | None = None,
 ) -> ReconcileResult:
-    """After downtime: make stored membership match who is actually in the community."""
+    """After downtime: make stored membership match who is actually in the community.
+
+    ``newcomers`` (user id -> when they joined) are missed joins the platform vouches for as
+    first joins made while the bot was already there: recorded from that moment, so they may
+    still type a code within the code window. Every other missed join can never be credited.
+    """
     now = ctx.clock.now()
     c = (await communities.resolve(repo, ctx, [ref], now))[(ref.platform, ref.external_id)]
     here = {u.user_id: u for u in present}
@@ -715,9 +725,20 @@ async def reconcile(
     if missed:
         # Unknown-source joins: recorded so they are members, and marked rejoined so that
         # nothing can credit them later (the join's source is lost for good).
+        first = newcomers or {}
         await process_joins(
             repo,
             ctx,
-            [MemberJoined(ref, u, JoinSource.UNKNOWN, rejoined=True, quiet=True) for u in missed],
+            [
+                MemberJoined(
+                    ref,
+                    u,
+                    JoinSource.UNKNOWN,
+                    rejoined=u.user_id not in first,
+                    quiet=True,
+                    joined_at=first.get(u.user_id),
+                )
+                for u in missed
+            ],
         )
     return ReconcileResult(len(gone), len(missed))

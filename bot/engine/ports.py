@@ -137,6 +137,16 @@ class Repository(Protocol):
         """(community id, url) of every personal link made for one code."""
         ...
 
+    # -- Discord hardening (issue 9): links whose invite is gone ------------------------------
+
+    async def delete_links(self, community_id: int, urls: Sequence[str]) -> int:
+        """Forget links the platform no longer has (the next request makes a new one)."""
+        ...
+
+    async def links_of_participant(self, community_id: int, participant_id: int) -> list[str]:
+        """Every link made in a community for any code (active or not) of one participant."""
+        ...
+
     async def referral_of_referred(
         self, program_id: int, participant_id: int
     ) -> Referral | None: ...
@@ -356,6 +366,15 @@ class Repository(Protocol):
 
     async def outbox_backlog(self) -> list[OutboxBacklog]:
         """Per platform: how many items wait, the oldest one's age, the earliest due time."""
+        ...
+
+    # -- Discord hardening (issue 9): items waiting for an admin's fix ------------------------
+
+    async def outbox_due_now(
+        self, platform: str, kinds: Sequence[str], community: str, marker: str, now: int
+    ) -> int:
+        """Make pending items of ``kinds`` for one community, whose last error starts with
+        ``marker`` (they wait for a fix, not for a backoff), due at ``now``; how many."""
         ...
 
 

@@ -7,7 +7,7 @@ holds no platform library and no SQL: it speaks in events, records and Text.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bot.engine import (
@@ -167,10 +167,16 @@ class ReferralEngine:
             raise
         return len(batch)
 
-    async def reconcile(self, ref: CommunityRef, present: list[UserRef]) -> members.ReconcileResult:
-        """After downtime: who left while the bot was away leaves now; missed joins never credit."""
+    async def reconcile(
+        self,
+        ref: CommunityRef,
+        present: list[UserRef],
+        newcomers: Mapping[str, int] | None = None,
+    ) -> members.ReconcileResult:
+        """After downtime: who left while the bot was away leaves now; missed joins never credit
+        (``newcomers``, first joins the platform dates, may still type a code)."""
         result = await self.store.write(
-            lambda repo: members.reconcile(repo, self.ctx, ref, present)
+            lambda repo: members.reconcile(repo, self.ctx, ref, present, newcomers)
         )
         log.info(
             "event=community.reconciled platform=%s community=%s left=%d added=%d",
@@ -620,3 +626,32 @@ class ReferralEngine:
 
     async def run_digests(self) -> int:
         return await self.store.write(lambda repo: leaderboard.post_digests(repo, self.ctx))
+
+    # -- Discord hardening (issue 9) ----------------------------------------------------------
+
+    async def retry_waiting(self, ref: CommunityRef, kinds: Sequence[str], marker: str) -> int:
+        """Items that wait for an admin's fix (``marker`` starts their last error) are tried
+        again now: the platform saw something change that may have fixed it."""
+        now = self.ctx.clock.now()
+        return await self.store.write(
+            lambda repo: repo.outbox_due_now(ref.platform, kinds, ref.external_id, marker, now)
+        )
+
+    async def forget_links(self, ref: CommunityRef, urls: Sequence[str]) -> int:
+        """Links whose platform invite is gone: the member's next /invite makes a new link for
+        the same code (their code never changes because a link was deleted)."""
+        community = await self.community(ref)
+        return await self.store.write(lambda repo: repo.delete_links(community.id, urls))
+
+    async def links_of_member(self, ref: CommunityRef, user_id: str) -> list[str]:
+        """The links made in a community for one member's codes (to clean up when they leave)."""
+        community = await self.community(ref)
+
+        async def op(repo: Repository) -> list[str]:
+            key = (community.program_id, community.platform, user_id)
+            person = (await repo.participants_by_identity([key])).get(key)
+            if person is None:
+                return []
+            return await repo.links_of_participant(community.id, person.id)
+
+        return await self.store.read(op)

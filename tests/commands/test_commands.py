@@ -82,3 +82,14 @@ async def test_a_community_with_referrals_cannot_move(harness: Harness):
     token = (await harness.say("ada", "/link-program"))[0].split("Link token: ")[1].split(" ")[0]
     said = await harness.say("ada", f"/link-program {token}", "harbour")
     assert "already has referral codes or referrals" in said[0]
+
+
+def test_a_pasted_mention_names_the_member_wherever_one_is_asked_for():
+    from commands.registry import REGISTRY
+
+    for name in ("referrals", "fraud-ban", "fraud-unban", "fraud-approve-all", "fraud-link"):
+        command = REGISTRY.get(name)
+        tokens = ["<@!175928847299117063>"] + (["<@42>"] if name == "fraud-link" else [])
+        values = command.parse_tokens(tokens)
+        assert values["member"] == "175928847299117063"
+    assert REGISTRY.get("fraud-link").parse_tokens(["ada", "<@42>"])["other"] == "42"

@@ -61,6 +61,18 @@ class ReferralClient(discord.AutoShardedClient):
     async def on_guild_join(self, guild: discord.Guild) -> None:
         await self.platform.guild_ready(guild)
 
+    async def on_guild_available(self, guild: discord.Guild) -> None:
+        await self.platform.guild_available(guild)
+
+    async def on_guild_role_update(self, before: discord.Role, after: discord.Role) -> None:
+        await self.platform.permissions_changed(after.guild)
+
+    async def on_guild_role_create(self, role: discord.Role) -> None:
+        await self.platform.permissions_changed(role.guild)
+
+    async def on_guild_role_delete(self, role: discord.Role) -> None:
+        await self.platform.permissions_changed(role.guild)
+
     async def on_member_join(self, member: discord.Member) -> None:
         await self.platform.member_joined(member)
 
@@ -69,7 +81,10 @@ class ReferralClient(discord.AutoShardedClient):
 
     async def on_member_update(self, before: discord.Member, after: discord.Member) -> None:
         if before.roles != after.roles:
-            await self.platform.roles_changed(after)
+            if self.user is not None and after.id == self.user.id:
+                await self.platform.permissions_changed(after.guild)
+            else:
+                await self.platform.roles_changed(after)
 
     async def on_message(self, message: discord.Message) -> None:
         self.platform.message_posted(message)
@@ -78,11 +93,14 @@ class ReferralClient(discord.AutoShardedClient):
         self.platform.tracker.invite_created(invite)
 
     async def on_invite_delete(self, invite: discord.Invite) -> None:
-        if invite.guild is not None:
-            self.platform.tracker.invite_deleted(invite.guild.id, invite.code)
+        guild = invite.guild
+        if isinstance(guild, discord.Guild):
+            await self.platform.tracker.invite_deleted(guild, invite.code)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         if interaction.type == discord.InteractionType.application_command:
             await self.platform.interactions.command(interaction)
         elif interaction.type == discord.InteractionType.autocomplete:
             await self.platform.interactions.autocomplete(interaction)
+        elif interaction.type == discord.InteractionType.modal_submit:
+            await self.platform.interactions.modal_submitted(interaction)

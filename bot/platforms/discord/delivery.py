@@ -1,15 +1,18 @@
 """Outbox items -> Discord: channel messages, DMs, role grants and revocations.
 
 A failure raises DeliveryError: retryable when waiting can help (Discord 5xx, not connected
-yet), not retryable when only an admin can fix it (missing channel or role, permissions, role
-hierarchy, a member who blocks DMs). Problems an admin must fix are also logged and listed by
-/check, so no failure is silent.
+yet), not retryable when nothing will (a missing channel, a member who blocks DMs). A role
+reward blocked by something an admin can fix (a deleted role, missing Manage Roles, a role above
+the bot's) *waits*: retryable without using up attempts, re-checked every ``ROLE_RECHECK``
+seconds and at once when roles or permissions change or an admin runs /check. The admins are
+told once what to fix; the member's "you now have the role" message waits for the role too.
+Problems an admin must fix are logged and listed by /check, so no failure is silent.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -24,6 +27,13 @@ from config.i18n import Catalog
 log = logging.getLogger(__name__)
 
 Problem = Callable[[int, Text], None]  # (guild id, what an admin must fix)
+# (guild, what to fix, notice key): tell the admins once; None text: fixed, forget the notice
+RoleNotice = Callable[[discord.Guild, Text | None, str], Awaitable[None]]
+
+ROLE_RECHECK = 900  # seconds between re-checks of a role reward that waits for a fix
+ROLE_SOON = 5  # seconds: a "you now have the role" message whose role is about to be given
+WAITING = "waiting for an admin: "  # last_error prefix of items that wait for a fix
+ROLE_KINDS = ("grant_role", "revoke_role", "dm")
 
 
 def find_channel(guild: discord.Guild, name: str | None) -> discord.TextChannel | None:
@@ -62,11 +72,16 @@ def role_problem(guild: discord.Guild, role: discord.Role) -> Text | None:
 
 class Deliverer:
     def __init__(
-        self, client: discord.Client, catalog: Callable[[], Catalog], problem: Problem
+        self,
+        client: discord.Client,
+        catalog: Callable[[], Catalog],
+        problem: Problem,
+        role_notice: RoleNotice | None = None,
     ) -> None:
         self.client = client
         self.catalog = catalog
         self.problem = problem
+        self.role_notice = role_notice
         self.delivered: set[str] = set()  # dedupe keys sent by this process
 
     def _render(self, payload: dict[str, Any]) -> tuple[Rendered, discord.ui.View | None]:
@@ -136,6 +151,7 @@ class Deliverer:
     async def _dm(self, p: dict[str, Any]) -> None:
         if not self.client.is_ready():
             raise DeliveryError("discord is not connected yet", retry_after=5)
+        self._role_told_only_once_given(p)
         user_id = int(p["user"])
         user = self.client.get_user(user_id)
         try:
@@ -149,25 +165,65 @@ class Deliverer:
         except discord.NotFound as exc:
             raise DeliveryError(f"unknown user {user_id}", retryable=False) from exc
 
+    def _role_told_only_once_given(self, p: dict[str, Any]) -> None:
+        """A "you now have the role" message waits until the member really has the role."""
+        text = from_json(p["text"])
+        if not isinstance(text, Text) or text.key != "dm.reward_role":
+            return
+        guild = self.client.get_guild(int(p["community"]))
+        member = guild.get_member(int(p["user"])) if guild is not None else None
+        if guild is None or member is None:
+            return  # not a member there now: nothing to wait for
+        name = str(text.values.get("role", ""))
+        role = find_role(guild, name)
+        if role is not None and role in member.roles:
+            return
+        blocked = role is None or role_problem(guild, role) is not None
+        raise DeliveryError(
+            f"{WAITING}role {name!r} not given yet",
+            retry_after=ROLE_RECHECK if blocked else ROLE_SOON,
+            counts_as_attempt=False,
+        )
+
+    async def _blocked(self, guild: discord.Guild, problem: Text, role: str) -> DeliveryError:
+        """Record and tell what blocks a role; the error that makes the item wait."""
+        self.problem(guild.id, problem)
+        log.warning(
+            "event=discord.role_blocked guild=%s role=%s problem=%s", guild.id, role, problem.key
+        )
+        if self.role_notice is not None:
+            await self.role_notice(guild, problem, f"role:{role}")
+        return DeliveryError(
+            f"{WAITING}cannot manage role {role!r} ({problem.key})",
+            retry_after=ROLE_RECHECK,
+            counts_as_attempt=False,
+        )
+
     async def _role(self, p: dict[str, Any], *, grant: bool) -> None:
         guild = self._guild(p)
         role = find_role(guild, str(p["role"]))
         if role is None:
-            self.problem(guild.id, t("check.discord.role_missing", role=p["role"]))
-            log.warning("event=discord.role_missing guild=%s role=%s", guild.id, p["role"])
-            raise DeliveryError(f"no role {p['role']!r} in guild {guild.id}", retryable=False)
+            raise await self._blocked(
+                guild, t("check.discord.role_missing", role=p["role"]), p["role"]
+            )
         problem = role_problem(guild, role)
         if problem is not None:
-            self.problem(guild.id, problem)
-            log.warning("event=discord.role_blocked guild=%s role=%s", guild.id, role.name)
-            raise DeliveryError(f"cannot manage role {role.name!r}", retryable=False)
+            raise await self._blocked(guild, problem, str(p["role"]))
         member = guild.get_member(int(p["user"]))
         if member is None:
             try:
                 member = await guild.fetch_member(int(p["user"]))
             except discord.NotFound as exc:
                 raise DeliveryError("the member left the guild", retryable=False) from exc
-        if grant and role not in member.roles:
-            await member.add_roles(role, reason="referral reward")
-        elif not grant and role in member.roles:
-            await member.remove_roles(role, reason="referral reward revoked")
+        try:
+            if grant and role not in member.roles:
+                await member.add_roles(role, reason="referral reward")
+            elif not grant and role in member.roles:
+                await member.remove_roles(role, reason="referral reward revoked")
+        except discord.Forbidden as exc:  # hierarchy or permissions changed under us
+            problem = role_problem(guild, role) or t(
+                "check.discord.role_above", role=role.name, bot_role=guild.me.top_role.name
+            )
+            raise await self._blocked(guild, problem, str(p["role"])) from exc
+        if self.role_notice is not None:
+            await self.role_notice(guild, None, f"role:{p['role']}")

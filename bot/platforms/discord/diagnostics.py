@@ -63,9 +63,26 @@ def diagnose_guild(
             role = find_role(guild, name)
             if role is None:
                 problems.append(t("check.discord.role_missing", role=name))
-            elif perms.manage_roles and (problem := role_problem(guild, role)) is not None:
+            elif (problem := role_problem(guild, role)) is not None:
                 problems.append(problem)
     for text in recorded:
         if text not in problems:
             problems.append(text)
     return problems
+
+
+def still_true(guild: discord.Guild, problem: Text) -> Text | None:
+    """A problem recorded by a failed delivery, checked again against the guild as it is now
+    (so /check never repeats a stale memory); problems of other kinds are kept as they are."""
+    key, values = problem.key, problem.values
+    if "role" in values and (
+        key.startswith("check.discord.role") or key == "check.discord.manage_roles"
+    ):
+        role = find_role(guild, str(values["role"]))
+        if role is None:
+            return t("check.discord.role_missing", role=values["role"])
+        return role_problem(guild, role)
+    if key in ("check.discord.channel_missing", "check.discord.channel_unwritable"):
+        found = _channel_checks(guild, str(values["channel"]), "message")
+        return found[0] if found else None
+    return problem

@@ -22,7 +22,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ANSWER_WITHIN = 2.5  # Discord wants a first response within 3 s; slower commands defer
+# Discord wants a first response within 3 s. Commands known to be slow (REST calls, big reads)
+# defer at once; any other defers if it has not answered within ANSWER_WITHIN.
+ANSWER_WITHIN = 1.0
+SLOW = frozenset({"invite", "check", "leaderboard", "program", "coupons-add", "link-program"})
+# Commands whose answer is posted for the whole channel (their deferral is public too).
+PUBLIC = frozenset({"rules", "leaderboard"})
+# Settings typed as long, multi-line texts: /referral-admin set without a value opens a modal.
+LONG_TEXTS = {"welcome-text": 1000, "rules-text": 2000}
+MODAL_PREFIX = "rbm:set:"
 
 
 def member_roles(member: discord.Member) -> tuple[str, ...]:
@@ -74,23 +82,98 @@ class Interactions:
             )
             return
         inv = read_invocation(dict(interaction.data or {}))
-        await self._answer(interaction, lambda: dispatch(ctx, inv.command, named=inv.named))
+        setting = str(inv.named.get("setting") or "").strip().lower()
+        wants_box = inv.command == "set" and inv.named.get("value") is None
+        if wants_box and setting in LONG_TEXTS and ctx.is_admin:
+            await self._long_text_modal(interaction, ctx, setting)
+            return
+
+        async def run() -> list[Reply]:
+            await self._join_recorded(interaction)
+            return await dispatch(ctx, inv.command, named=inv.named)
+
+        await self._answer(interaction, run, inv.command)
+
+    async def _long_text_modal(
+        self, interaction: discord.Interaction, ctx: CommandContext, setting: str
+    ) -> None:
+        """A paragraph box as long as the setting allows, filled with the current text."""
+        current = ""
+        try:
+            s, _tiers = await ctx.engine.rules(ctx.community)
+            current = (s.welcome_text if setting == "welcome-text" else s.rules_text) or ""
+        except Exception:
+            log.exception("event=discord.modal_prefill_failed setting=%s", setting)
+        locale = locale_of(interaction)
+        modal = discord.ui.Modal(
+            title=self._text(t("discord.modal.title", setting=setting), locale)[:45],
+            custom_id=MODAL_PREFIX + setting,
+            timeout=900,  # the submission is handled from its custom id, not this object
+        )
+        modal.add_item(
+            discord.ui.TextInput(
+                label=self._text(t("discord.modal.label", setting=setting), locale)[:45],
+                custom_id="value",
+                style=discord.TextStyle.paragraph,
+                max_length=LONG_TEXTS[setting],
+                default=current[: LONG_TEXTS[setting]] or None,
+                required=True,
+            )
+        )
+        await interaction.response.send_modal(modal)
+
+    async def modal_submitted(self, interaction: discord.Interaction) -> None:
+        """A long text typed in the modal: saved through the same ``set`` as a typed value."""
+        data = dict(interaction.data or {})
+        custom_id = str(data.get("custom_id", ""))
+        ctx = self.context(interaction)
+        if ctx is None or not custom_id.startswith(MODAL_PREFIX):
+            return
+        setting = custom_id[len(MODAL_PREFIX) :]
+        value = next(
+            (
+                str(c.get("value", ""))
+                for row in data.get("components") or []
+                for c in (row.get("components") or [row.get("component") or {}])
+                if c.get("custom_id") == "value"
+            ),
+            "",
+        )
+        named = {"setting": setting, "value": value}
+        await self._answer(interaction, lambda: dispatch(ctx, "set", named=named), "set")
 
     async def press(self, interaction: discord.Interaction, line: str) -> None:
         ctx = self.context(interaction)
         if ctx is None:
             return
         name, tokens = split_command(line)
-        await self._answer(interaction, lambda: dispatch(ctx, name or "help", tokens))
+
+        async def run() -> list[Reply]:
+            await self._join_recorded(interaction)
+            return await dispatch(ctx, name or "help", tokens)
+
+        await self._answer(interaction, run, name or "help")
+
+    async def _join_recorded(self, interaction: discord.Interaction) -> None:
+        """A newcomer's first command waits for their join: it is recorded first, as a join."""
+        if interaction.guild is not None:
+            await self.platform.tracker.join_recorded(interaction.guild.id, interaction.user.id)
 
     async def _answer(
-        self, interaction: discord.Interaction, run: Callable[[], Awaitable[list[Reply]]]
+        self,
+        interaction: discord.Interaction,
+        run: Callable[[], Awaitable[list[Reply]]],
+        command: str = "",
     ) -> None:
+        """Answer within Discord's 3 s: slow work defers first and completes that same reply."""
+        name = command.lower()
         task = asyncio.ensure_future(run())
-        done, _ = await asyncio.wait({task}, timeout=ANSWER_WITHIN)
-        deferred = not done
+        deferred = name in SLOW
+        if not deferred:
+            done, _ = await asyncio.wait({task}, timeout=ANSWER_WITHIN)
+            deferred = not done
         if deferred:
-            await interaction.response.defer(ephemeral=True, thinking=True)
+            await interaction.response.defer(ephemeral=name not in PUBLIC, thinking=True)
         try:
             replies = await task
         except Exception:
@@ -115,9 +198,8 @@ class Interactions:
                         chunk, ephemeral=reply.private, **kwargs
                     )
                     first = False
-                elif deferred and not reply.private and interaction.channel is not None:
-                    await interaction.channel.send(chunk, **kwargs)  # type: ignore[union-attr]
                 else:
+                    # After a defer the first follow-up completes the deferred reply itself.
                     await interaction.followup.send(chunk, ephemeral=reply.private, **kwargs)
 
     async def autocomplete(self, interaction: discord.Interaction) -> None:
@@ -145,5 +227,5 @@ class Interactions:
             return []
         return [n for n in dict.fromkeys(names) if typed in n.lower()]
 
-    def _text(self, text: Any) -> str:
-        return render(self.platform.catalog, text).text
+    def _text(self, text: Any, locale: str = "en") -> str:
+        return render(self.platform.catalog, text, locale).text

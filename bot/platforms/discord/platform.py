@@ -24,8 +24,8 @@ from bot.engine.models import Community, OutboxItem
 from bot.engine.text import Text, t
 from bot.platforms.discord.attribution import Verdict
 from bot.platforms.discord.client import ReferralClient, shard_options
-from bot.platforms.discord.delivery import Deliverer, find_channel
-from bot.platforms.discord.diagnostics import diagnose_guild
+from bot.platforms.discord.delivery import ROLE_KINDS, WAITING, Deliverer, find_channel
+from bot.platforms.discord.diagnostics import diagnose_guild, still_true
 from bot.platforms.discord.interactions import Interactions, member_roles
 from bot.platforms.discord.invites import InviteTracker
 from bot.platforms.discord.render import render
@@ -51,9 +51,30 @@ SOURCES = {
 }
 
 
+MAX_INVITES = 30016  # Discord: "Maximum number of invites reached (1000)"
+
+
+def _invite_code(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
 def account_created_at(snowflake: int) -> int:
     """Epoch seconds at which a Discord account was created, from its id."""
     return ((snowflake >> 22) + DISCORD_EPOCH_MS) // 1000
+
+
+def missed_newcomers(guild: discord.Guild, members: list[discord.Member]) -> dict[str, int]:
+    """user id -> joined_at of members who first joined after the bot did (so while it was
+    there, maybe offline): they may still type a code. Rejoins and earlier members may not."""
+    me = guild.me
+    since = me.joined_at.timestamp() if me is not None and me.joined_at is not None else None
+    if since is None:
+        return {}
+    return {
+        str(m.id): int(m.joined_at.timestamp())
+        for m in members
+        if m.joined_at is not None and m.joined_at.timestamp() > since and not m.flags.did_rejoin
+    }
 
 
 class DiscordPlatform:
@@ -91,7 +112,13 @@ class DiscordPlatform:
         self.client = ReferralClient(self, members_intent, **shard_options(settings))
         self.tracker = InviteTracker(self.client, self._joins, self._owner_code, burst_window)
         self.tracker.on_no_access = self._notify_no_access
-        self.deliverer = Deliverer(self.client, lambda: self.catalog, self._record_problem)
+        self.tracker.on_access = self._access_restored
+        self.tracker.on_leave = self._leave
+        self.tracker.on_personal_gone = self._personal_gone
+        self._ready_seen = False  # guild_available before the first ready is part of it
+        self.deliverer = Deliverer(
+            self.client, lambda: self.catalog, self._record_problem, self._role_notice
+        )
 
     # -- Platform protocol ------------------------------------------------------------------
 
@@ -137,8 +164,8 @@ class DiscordPlatform:
 
     async def stop(self) -> None:
         for g in self.tracker.guilds.values():
-            if g.task is not None:
-                g.task.cancel()
+            for task in g.tasks():
+                task.cancel()
         if not self.client.is_closed():
             await self.client.close()
         if self._task is not None:
@@ -160,6 +187,16 @@ class DiscordPlatform:
     async def deliver(self, item: OutboxItem) -> None:
         await self.deliverer.deliver(item)
 
+    def lane(self, item: OutboxItem) -> str:
+        """In order per channel, per member's DMs, per guild's role changes; lanes in parallel,
+        so a role reward that waits for an admin never holds back anything else."""
+        p = item.payload
+        if item.kind == "dm":
+            return f"dm:{p.get('user')}"
+        if item.kind in ("grant_role", "revoke_role"):
+            return f"role:{p.get('community')}:{p.get('role')}"
+        return f"channel:{p.get('community')}:{p.get('channel') or ''}"
+
     async def create_referral_link(self, community: Community, code: str) -> str:
         """A bot-owned personal invite (never expires, unique) for one referral code."""
         guild = self.client.get_guild(int(community.external_id))
@@ -175,18 +212,74 @@ class DiscordPlatform:
                 max_age=0, max_uses=0, unique=True, reason=f"referral code {code}"
             )
         except discord.HTTPException as exc:
-            log.warning("event=discord.invite_create_failed guild=%s error=%s", guild.id, exc)
-            raise UserError("discord.invite.failed") from exc
+            log.warning(
+                "event=discord.invite_create_failed guild=%s status=%s code=%s",
+                guild.id,
+                exc.status,
+                exc.code,
+            )
+            await self._invite_refused(guild, channel, exc)
+            raise UserError(
+                "discord.invite.cap" if exc.code == MAX_INVITES else "discord.invite.failed"
+            ) from exc
         self.state.remember_invite(str(guild.id), invite.code, code)
         self.tracker.personal_created(guild, invite, code)
         return invite.url
+
+    async def _invite_refused(
+        self, guild: discord.Guild, channel: discord.TextChannel, exc: discord.HTTPException
+    ) -> None:
+        """Discord refused a personal invite: the admins learn why (once) and /check says it."""
+        if exc.status >= 500:
+            return  # Discord's own trouble: the member is told to try again
+        if exc.code == MAX_INVITES:
+            problem, what = t("check.discord.invite_cap", channel=channel.name), "invite-cap"
+        else:
+            problem = t("check.discord.invite_refused", channel=channel.name, error=exc.code)
+            what = f"invite-refused:{exc.code}"
+        self._record_problem(guild.id, problem)
+        await self._notify_once(guild, what, t("discord.notice.invite_refused", problem=problem))
+
+    async def _personal_gone(self, guild: discord.Guild, invite_codes: list[str]) -> None:
+        """Deleted personal invites: their links are forgotten, so the member's next /invite
+        makes a new invite for the same referral code."""
+        if self.app is None:
+            return
+        ref = self.ref(guild)
+        gone = set(invite_codes)
+        urls = [u for u in await self.app.engine.links(ref) if _invite_code(u) in gone]
+        if urls:
+            await self.app.engine.forget_links(ref, urls)
+            log.info("event=discord.personal_invite_gone guild=%s links=%d", guild.id, len(urls))
+
+    async def _clean_up_invites(self, guild: discord.Guild, user_id: int) -> None:
+        """A member left: delete their personal invites (Discord allows 1000 per server); the
+        code stays theirs, and a new invite is made for it if they come back."""
+        assert self.app is not None
+        ref = self.ref(guild)
+        urls = await self.app.engine.links_of_member(ref, str(user_id))
+        if not urls:
+            return
+        for url in urls:
+            try:
+                await self.client.http.delete_invite(
+                    _invite_code(url), reason="its member left the server"
+                )
+            except discord.NotFound:
+                pass  # already gone
+            except discord.HTTPException as exc:
+                log.warning(
+                    "event=discord.invite_cleanup_failed guild=%s status=%s", guild.id, exc.status
+                )
+                return  # kept: tried again on a later leave or by an admin
+        await self.app.engine.forget_links(ref, urls)
 
     async def _personal_invites(self, ref: CommunityRef, guild_id: str) -> dict[str, str]:
         """invite code -> referral code: the engine's stored links first, the local file second."""
         assert self.app is not None
         known = dict(self.state.invite_codes(guild_id))
         for url, code in (await self.app.engine.links(ref)).items():
-            known[url.rstrip("/").rsplit("/", 1)[-1]] = code
+            known[_invite_code(url)] = code
         return known
 
     # -- identities -------------------------------------------------------------------------
@@ -220,6 +313,8 @@ class DiscordPlatform:
             log.info("event=discord.commands_synced scope=%s commands=%d", scope, len(payload))
 
     async def diagnose(self, guild: discord.Guild) -> list[Text]:
+        """What is wrong now (for /check); items waiting for a fix are tried again at once."""
+        await self.retry_waiting(guild)
         overview, community_id = None, None
         if self.app is not None:
             try:
@@ -233,8 +328,23 @@ class DiscordPlatform:
             invite_channel=self.settings.invite_channel,
             overview=overview,
             community_id=community_id,
-            recorded=list(self.problems.get(guild.id, [])),
+            recorded=[
+                p for p in self.problems.get(guild.id, []) if still_true(guild, p) is not None
+            ],
         )
+
+    async def retry_waiting(self, guild: discord.Guild) -> None:
+        """Role rewards (and their messages) waiting for an admin's fix: try them again now."""
+        if self.app is None:
+            return
+        try:
+            woken = await self.app.engine.retry_waiting(self.ref(guild), ROLE_KINDS, WAITING)
+        except Exception:
+            log.exception("event=discord.retry_waiting_failed guild=%s", guild.id)
+            return
+        if woken:
+            log.info("event=discord.retry_waiting guild=%s items=%d", guild.id, woken)
+            self.app.outbox.wake()
 
     def _record_problem(self, guild_id: int, text: Text) -> None:
         known = self.problems.setdefault(guild_id, [])
@@ -245,11 +355,28 @@ class DiscordPlatform:
     # -- lifecycle events -------------------------------------------------------------------
 
     async def ready(self) -> None:
+        self._ready_seen = True
         for guild in list(self.client.guilds):
             try:
                 await self.guild_ready(guild)
             except Exception:
                 log.exception("event=discord.guild_ready_failed guild=%s", guild.id)
+
+    async def guild_available(self, guild: discord.Guild) -> None:
+        """A guild back after an outage (or a shard's new session): reconcile as on ready."""
+        if not self._ready_seen:
+            return  # the first ready reconciles every guild
+        try:
+            await self.guild_ready(guild)
+        except Exception:
+            log.exception("event=discord.guild_ready_failed guild=%s", guild.id)
+
+    async def permissions_changed(self, guild: discord.Guild) -> None:
+        """The bot's roles, a role's permissions or the role list changed."""
+        if self.app is None or guild.me is None:
+            return
+        await self.tracker.permissions_changed(guild)
+        await self.retry_waiting(guild)
 
     async def guild_ready(self, guild: discord.Guild) -> None:
         """After downtime or on joining: reconcile members, refill the invite cache, report."""
@@ -259,10 +386,17 @@ class DiscordPlatform:
         if self.members_intent:
             if not guild.chunked:
                 await guild.chunk()
-            present = [self.user_ref(m) for m in guild.members if not m.bot]
-            await self.app.engine.reconcile(ref, present)
+            humans = [m for m in guild.members if not m.bot]
+            await self.app.engine.reconcile(
+                ref, [self.user_ref(m) for m in humans], missed_newcomers(guild, humans)
+            )
         else:
             await self.app.engine.community(ref)
+            await self._notify_once(
+                guild,
+                "no-members-intent",
+                t("discord.notice.no_members_intent", guild=guild.name),
+            )
         await self.tracker.fill(guild, await self._personal_invites(ref, str(guild.id)))
         for problem in await self.diagnose(guild):
             log.warning(
@@ -333,7 +467,18 @@ class DiscordPlatform:
         guild = self.client.get_guild(guild_id)
         if self.app is None or guild is None:
             return
+        if self.tracker.left(guild_id, user_id):
+            return  # the join still waits in a burst window: the leave follows it
+        await self._leave(guild, user_id)
+
+    async def _leave(self, guild: discord.Guild, user_id: int) -> None:
+        if self.app is None:
+            return
         await self.app.engine.member_left(MemberLeft(self.ref(guild), str(user_id)))
+        try:
+            await self._clean_up_invites(guild, user_id)
+        except Exception:
+            log.exception("event=discord.invite_cleanup_failed guild=%s", guild.id)
 
     async def roles_changed(self, member: discord.Member) -> None:
         if self.app is None or member.bot:
@@ -361,10 +506,30 @@ class DiscordPlatform:
 
     async def _notify_no_access(self, guild: discord.Guild) -> None:
         """Once per guild: attribution falls back to typed codes until Manage Server is given."""
-        if self.app is None or self.state.notified(str(guild.id), "no-manage-server"):
+        await self._notify_once(
+            guild, "no-manage-server", t("discord.notice.no_manage_server", guild=guild.name)
+        )
+
+    async def _access_restored(self, guild: discord.Guild) -> None:
+        """Manage Server is back: a later loss is worth telling again."""
+        self.state.forget_notice(str(guild.id), "no-manage-server")
+
+    async def _role_notice(self, guild: discord.Guild, problem: Text | None, key: str) -> None:
+        if problem is None:  # the role was given: it is fixed, its messages may go now
+            if self.state.notified(str(guild.id), key):
+                self.state.forget_notice(str(guild.id), key)
+                await self.retry_waiting(guild)
             return
-        self.state.mark_notified(str(guild.id), "no-manage-server")
-        rendered = render(self.catalog, t("discord.notice.no_manage_server", guild=guild.name))
+        await self._notify_once(
+            guild, key, t("discord.notice.role_blocked", guild=guild.name, problem=problem)
+        )
+
+    async def _notify_once(self, guild: discord.Guild, what: str, text: Text) -> None:
+        """Tell the admin channel (or else the owner) once, until ``forget_notice``."""
+        if self.app is None or self.state.notified(str(guild.id), what):
+            return
+        self.state.mark_notified(str(guild.id), what)
+        rendered = render(self.catalog, text)
         try:
             overview = await self.app.engine.overview(self.ref(guild))
             community = await self.app.engine.community(self.ref(guild))

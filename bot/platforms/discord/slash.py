@@ -38,6 +38,18 @@ MAX_SUBCOMMANDS = 25
 MAX_INT = 2**53 - 1  # Discord's integer options are JavaScript numbers
 
 STRING, INTEGER, SUB_COMMAND = 3, 4, 1
+USER, CHANNEL, ROLE = 6, 7, 8
+TEXT_CHANNELS = [0, 5]  # text and announcement channels
+
+# Discord-only pickers that fill a registry option: (command, picker) -> the option it fills.
+# ``/referral-admin set setting:announce-channel channel:#news`` reads as ``set ... #news``.
+PICKERS: dict[str, tuple[tuple[str, int], ...]] = {
+    "set": (("channel", CHANNEL), ("role", ROLE)),
+    "tier-add": (("role", ROLE),),
+    "tier-edit": (("role", ROLE),),
+    "referee-reward": (("role", ROLE),),
+}
+PICKED = "value"  # the registry option a picker fills
 
 # Options whose values come from the engine while the member types (names of rewards, tiers).
 AUTOCOMPLETE = {("redeem", "reward"), ("tier-edit", "name"), ("tier-remove", "name")}
@@ -52,9 +64,17 @@ def _describe(catalog: Catalog, key: str, fallback: str, **values: Any) -> str:
     return text if len(text) <= 100 else text[:99] + "…"
 
 
+def _option_type(o: Option) -> int:
+    if o.kind == "int":
+        return INTEGER
+    if o.kind == "member":
+        return USER
+    return STRING
+
+
 def option_payload(catalog: Catalog, command: Command, o: Option) -> dict[str, Any]:
     payload: dict[str, Any] = {
-        "type": INTEGER if o.kind == "int" else STRING,
+        "type": _option_type(o),
         "name": o.name,
         "description": _describe(
             catalog,
@@ -63,8 +83,11 @@ def option_payload(catalog: Catalog, command: Command, o: Option) -> dict[str, A
         )
         if _has(catalog, f"discord.option.{o.name}")
         else _describe(catalog, "discord.option.generic", o.name, option=o.name),
-        "required": o.required,
+        # an option a picker can fill is optional: the picker or the typed value
+        "required": o.required and not (command.name in PICKERS and o.name == PICKED),
     }
+    if o.kind == "member":
+        return payload
     if o.kind == "int":
         payload["min_value"] = max(o.min_value, -MAX_INT)
         payload["max_value"] = min(o.max_value, MAX_INT)
@@ -82,8 +105,18 @@ def _has(catalog: Catalog, key: str) -> bool:
 
 
 def _options(catalog: Catalog, command: Command) -> list[dict[str, Any]]:
-    ordered = sorted(command.options, key=lambda o: not o.required)  # Discord: required first
-    return [option_payload(catalog, command, o) for o in ordered]
+    options = [option_payload(catalog, command, o) for o in command.options]
+    for name, kind in PICKERS.get(command.name, ()):
+        picker: dict[str, Any] = {
+            "type": kind,
+            "name": name,
+            "description": _describe(catalog, f"discord.option.{name}", name),
+            "required": False,
+        }
+        if kind == CHANNEL:
+            picker["channel_types"] = TEXT_CHANNELS
+        options.append(picker)
+    return sorted(options, key=lambda o: not o["required"])  # Discord: required first
 
 
 def _description(catalog: Catalog, command: Command) -> str:
@@ -168,9 +201,17 @@ def read_invocation(data: dict[str, Any]) -> Invocation:
         name, options = str(sub["name"]), list(sub.get("options") or [])
     named: dict[str, Any] = {}
     focused, typed = None, ""
+    resolved: dict[str, Any] = dict(data.get("resolved") or {})
     for o in options:
         if o.get("focused"):
             focused, typed = str(o["name"]), str(o.get("value", ""))
             continue
-        named[str(o["name"])] = o.get("value")
+        kind, value = o.get("type"), o.get("value")
+        if kind in (CHANNEL, ROLE) and name in PICKERS:
+            bucket = "channels" if kind == CHANNEL else "roles"
+            found = (resolved.get(bucket) or {}).get(str(value)) or {}
+            picked = found.get("name") or str(value)
+            named[PICKED] = f"#{picked}" if kind == CHANNEL else picked
+            continue
+        named[str(o["name"])] = str(value) if kind == USER else value
     return Invocation(name, named, focused, typed)

@@ -93,3 +93,10 @@ class AdapterState:
     def mark_notified(self, guild_id: str, what: str) -> None:
         self.data.setdefault("notices", {}).setdefault(guild_id, {})[what] = True
         self._write()
+
+    def forget_notice(self, guild_id: str, what: str) -> None:
+        """The problem was fixed: tell again if it comes back."""
+        notices = self.data.get("notices", {}).get(guild_id, {})
+        if notices.get(what):
+            notices[what] = False
+            self._write()

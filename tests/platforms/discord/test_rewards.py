@@ -92,9 +92,81 @@ async def test_a_role_above_the_bot_fails_loudly_not_silently(world: World) -> N
     )
     with pytest.raises(DeliveryError) as failure:
         await world.platform.deliver(item)
-    assert failure.value.retryable is False
+    # It waits for the fix (without using up attempts) instead of failing for good.
+    assert failure.value.retryable and not failure.value.counts_as_attempt
+    assert failure.value.retry_after is not None and failure.value.retry_after >= 60
     check = (await world.admin.slash(world.general, "referral-admin check")).response.content
     assert "Legend" in check and "drag the bot's role above" in check
+
+
+def dms(who) -> list[str]:
+    """What the bot said to someone in DMs (nothing yet: no DM channel)."""
+    user = getattr(who, "user", who)
+    if user.id not in user._env.backend.dm_channels:
+        return []
+    return [m.content for m in user.dm_channel.history()]
+
+
+async def outbox_failed(world: World) -> int:
+    import sqlalchemy as sa
+
+    async def op(repo) -> int:
+        rows = await repo.conn.execute(
+            sa.text("SELECT COUNT(*) FROM outbox WHERE failed_at IS NOT NULL")
+        )
+        return int(rows.scalar())
+
+    return await world.app.db.read(op)
+
+
+@pytest.mark.parametrize("blocked", ["above", "no-manage-roles", "deleted"])
+async def test_a_blocked_role_waits_tells_the_admin_once_and_is_given_once_fixed(
+    world: World, blocked: str
+) -> None:
+    legend = world.role("Legend", position=90 if blocked == "above" else 5)
+    await configure(world, min_days="0", min_messages="0")
+    await world.admin.slash(
+        world.general,
+        "referral-admin tier-add",
+        name="Gold",
+        threshold=1,
+        kind="role",
+        value="Legend",
+    )
+    if blocked == "no-manage-roles":
+        world.set_bot_permissions(manage_roles=False)
+    elif blocked == "deleted":
+        world.env.backend.delete_role(world.guild.id, legend.id)
+    await world.env.settle()
+    alice = await world.member("alice")
+    invite, _ = await personal_invite(world, alice)
+    world.join(invite, "bob")
+    await world.window()
+    await world.jobs(60)
+    await world.deliver()
+    await world.jobs(3600)  # re-checks while nothing changed
+    await world.deliver()
+
+    member = world.env.backend.guilds[world.guild.id].members[alice.id]
+    told_owner = [m for m in dms(world.guild.owner) if "role reward" in m and "waiting" in m]
+    assert len(told_owner) == 1  # what to fix, once
+    assert not [m for m in dms(alice) if "you now have the Legend role" in m]
+    assert await outbox_failed(world) == 0  # nothing given up
+
+    # The admin fixes it; the change event alone brings the reward.
+    if blocked == "above":
+        world.raise_bot_role(95)
+    elif blocked == "no-manage-roles":
+        world.set_bot_permissions(manage_roles=True)
+    else:
+        legend = world.role("Legend", position=5)
+    await world.env.settle()
+    await world.deliver()
+    await world.jobs(10)  # the worker's next poll
+    await world.deliver()
+    member = world.env.backend.guilds[world.guild.id].members[alice.id]
+    assert legend.id in member.role_ids
+    assert len([m for m in dms(alice) if "you now have the Legend role" in m]) == 1
 
 
 async def test_leave_before_conversion_ends_the_referral(world: World) -> None:
@@ -150,3 +222,31 @@ async def test_buttons_run_the_command_as_the_presser(world: World) -> None:
     message = world.announcements.last_message
     pressed = await world.admin.click(message, custom_id="rb:status")
     assert pressed.ephemeral and "pending" in pressed.response.content
+
+
+async def test_tier_add_warns_at_once_about_a_role_the_bot_cannot_give(world: World) -> None:
+    world.role("Legend", position=90)
+    for n, (role, expected) in enumerate(
+        (("Ghost", "no role called Ghost"), ("Legend", "drag the bot's role"))
+    ):
+        r = await world.admin.slash(
+            world.general,
+            "referral-admin tier-add",
+            name=f"T-{role}",
+            threshold=2 + n,
+            kind="role",
+            value=role,
+        )
+        said = [r.response.content, *(f.content for f in r.followups)]
+        assert any(expected in s for s in said), said
+    fine = world.role("Fine", position=5)
+    assert fine is not None
+    r = await world.admin.slash(
+        world.general,
+        "referral-admin tier-add",
+        name="T-fine",
+        threshold=9,
+        kind="role",
+        value="Fine",
+    )
+    assert r.followups == []  # nothing to warn about
