@@ -560,3 +560,22 @@ class ReferralEngine:
 
     async def run_digests(self) -> int:
         return await self.store.write(lambda repo: leaderboard.post_digests(repo, self.ctx))
+
+    # -- Telegram hardening (issue 10) ------------------------------------------------------
+
+    async def code_credits_in(self, ref: CommunityRef, code: str) -> bool:
+        """Whether ``code`` is an active (not revoked) code of the program this community
+        belongs to: a deep link with any other code hands out nothing."""
+
+        async def op(repo: Repository) -> bool:
+            community = await communities.existing(repo, self.ctx, ref)
+            if community is None:
+                return False
+            found = (await repo.codes_by_value([code])).get(code)
+            return (
+                found is not None
+                and found.revoked_at is None
+                and found.program_id == community.program_id
+            )
+
+        return await self.store.read(op)

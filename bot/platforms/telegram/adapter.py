@@ -348,8 +348,8 @@ class TelegramPlatform:
         assert self.me is not None and self.me.username is not None
         return self.me.username
 
-    async def is_public(self, chat_id: int) -> bool:
-        if chat_id not in self._public:
+    async def is_public(self, chat_id: int, fresh: bool = False) -> bool:
+        if fresh or chat_id not in self._public:
             chat = await self.bot.get_chat(chat_id)
             self._public[chat_id] = chat.username is not None
             self.groups.setdefault(chat_id, chat.title or str(chat_id))
@@ -408,6 +408,10 @@ class TelegramPlatform:
             if there is None or not is_in_chat(there):
                 problems.append(t("telegram.check.moderators_chat", chat=mods))
         return problems
+
+    def remember_home(self, user_id: int, chat_id: int) -> None:
+        """The group this member's private commands are about from now on."""
+        self.home[user_id] = chat_id
 
     async def home_group(self, user_id: int) -> int | None:
         """The group a private command is about: the last one the user came from, else the
