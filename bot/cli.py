@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from bot import redaction
 from bot.app import App, program_defaults
 from bot.engine.clock import SystemClock
 from bot.platforms.console import ConsolePlatform
@@ -23,6 +24,11 @@ from storage.database import Database, redact
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.scenario"
 log = logging.getLogger("referral-bot")
+_redaction: list[redaction.RedactSecrets] = []  # the filter main() installed
+
+
+def _redacted(text: str) -> str:
+    return _redaction[-1].redact(text) if _redaction else text
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
@@ -99,7 +105,17 @@ async def _run(settings: config.Settings) -> int:
         )
         return 2
     app = App(settings, platforms, clock=SystemClock())
-    await app.start()
+    try:
+        await app.start()
+    except config.ConfigError as exc:
+        await app.close()
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # e.g. a token the platform rejects: said once, redacted
+        log.error("event=app.start_failed error=%s", type(exc).__name__, exc_info=True)
+        await app.close()
+        print(f"referral-bot could not start: {_redacted(str(exc))}", file=sys.stderr)
+        return 1
     console = next((p for p in platforms if isinstance(p, ConsolePlatform)), None)
     if console is not None:
         for name in settings.console.communities:
@@ -169,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    _redaction.append(redaction.install(redaction.secrets_of(settings)))
     if args.command == "demo":
         data = Path("data")
         data.mkdir(exist_ok=True)

@@ -181,3 +181,16 @@ class FraudFlag:
     reviewer: str | None
     reviewed_at: int | None
     review_note: str | None
+
+
+# -- inbox (issue 10) ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class InboxItem:
+    """A platform update as received, stored before the platform was told it arrived."""
+
+    platform: str
+    update_id: int
+    lane: str  # updates of one lane (a chat) are handled in order
+    payload: dict

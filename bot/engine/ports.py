@@ -14,6 +14,7 @@ from bot.engine.models import (
     Community,
     FraudFlag,
     Grant,
+    InboxItem,
     LeaderboardRow,
     Membership,
     OutboxItem,
@@ -297,6 +298,18 @@ class Repository(Protocol):
     async def mark_failed(self, outbox_id: int, attempts: int, now: int, error: str) -> None: ...
 
     async def outbox_keys(self, keys: Iterable[str]) -> set[str]: ...
+
+    # -- inbox (issue 10): platform updates stored before they are confirmed ----------------
+
+    async def add_inbox(self, rows: list[dict[str, Any]]) -> int: ...
+
+    async def pending_inbox(self, platform: str, limit: int) -> list[InboxItem]: ...
+
+    async def mark_inbox_processed(
+        self, platform: str, update_ids: list[int], now: int
+    ) -> None: ...
+
+    async def prune_inbox(self, platform: str, processed_before: int) -> None: ...
 
 
 class Store(Protocol):

@@ -231,6 +231,9 @@ class FakeTelegram:
         self.updates: list[dict[str, Any]] = []
         self.allowed: set[str] = set(DEFAULT_UPDATES)
         self.handed_out = 0  # the newest update id a getUpdates (or the webhook) handed out
+        self.served: list[dict[str, Any]] = []  # every update handed out, in order
+        self.hanging: set[str] = set()  # methods that never answer (a stuck Bot API)
+        self._release = asyncio.Event()
         self._update_ids = itertools.count(1)
         self._user_ids = itertools.count(1000)
         self._chat_ids = itertools.count(1)
@@ -262,6 +265,7 @@ class FakeTelegram:
 
     async def stop(self) -> None:
         self._closing = True
+        self._release.set()
         await self._notify()
         if self._pusher is not None:
             self._pusher.cancel()
@@ -276,6 +280,9 @@ class FakeTelegram:
         method = request.match_info["method"]
         params = await self._params(request)
         self.calls.append((method, params))
+        if method in self.hanging:
+            await self._release.wait()  # until the server stops
+            return web.json_response({"ok": False, "error_code": 502, "description": "gone"})
         handler = getattr(self, f"api_{method}", None)
         try:
             if handler is None:
@@ -579,6 +586,7 @@ class FakeTelegram:
                 async with session.post(self.webhook["url"], json=update, headers=headers) as r:
                     if r.status == 200:
                         self.handed_out = update["update_id"]
+                        self.served.append(update)
                         self.updates.remove(update)
 
     def _deliverable(self) -> list[dict[str, Any]]:
@@ -612,6 +620,7 @@ class FakeTelegram:
                     pass
         if ready:
             self.handed_out = max(self.handed_out, ready[-1]["update_id"])
+            self.served += [u for u in ready if u not in self.served]
         return ready
 
     async def api_setMyCommands(self, p: dict) -> bool:

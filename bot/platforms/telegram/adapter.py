@@ -6,6 +6,7 @@ Groups and supergroups are communities. Updates come by long polling (default) o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -23,17 +24,19 @@ from telegram import (
     InlineKeyboardMarkup,
     LinkPreviewOptions,
     Message,
+    Update,
     User,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.engine.context import Capabilities
 from bot.engine.errors import UserError
 from bot.engine.events import CommunityRef, UserRef
-from bot.engine.models import Audience, Community, OutboxItem
+from bot.engine.models import Audience, Community, InboxItem, OutboxItem
 from bot.engine.text import Text, from_json, t
+from bot.inbox import Inbox
 from bot.platforms.base import DeliveryError
 from bot.platforms.telegram import links, render
 from bot.platforms.telegram.errors import delivery_error, retry_seconds
@@ -61,6 +64,15 @@ def is_in_chat(member: ChatMember) -> bool:
     return member.status in IN_CHAT or (
         member.status == "restricted" and bool(getattr(member, "is_member", False))
     )
+
+
+def lane_of_update(update: Update) -> str:
+    """Updates of one chat are handled in order; different chats concurrently."""
+    chat = update.effective_chat
+    if chat is not None:
+        return f"chat:{chat.id}"
+    user = update.effective_user
+    return f"user:{user.id}" if user is not None else "other"
 
 
 def user_ref(user: User) -> UserRef:
@@ -120,9 +132,13 @@ class TelegramPlatform:
         self._members: dict[tuple[int, int], _Cached] = {}
         self._public: dict[int, bool] = {}
         self._webhook: Any = None
+        self.inbox: Inbox | None = None
+        self._tasks: list[asyncio.Task] = []
         self.last_update_id = 0  # the newest update handed to the handlers (tests wait on it)
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    allowed_updates = ALLOWED_UPDATES
 
     @property
     def bot(self) -> Bot:
@@ -133,11 +149,15 @@ class TelegramPlatform:
         from bot.platforms.telegram.handlers import install
 
         self.app = app
+        if self.settings.mode == "webhook":  # refuse a webhook without a secret before anything
+            from bot.platforms.telegram.webhook import WebhookServer, webhook_secret
+
+            webhook_secret(self.settings)
         application = (
             ApplicationBuilder()
             .token(self.token)
             .base_url(self.settings.base_url)
-            .concurrent_updates(False)
+            .updater(None)  # updates come through the inbox (see _poll and webhook.py)
             .get_updates_read_timeout(self.poll_timeout + 10)
             .build()
         )
@@ -147,20 +167,55 @@ class TelegramPlatform:
         self.me = application.bot.bot
         await self.publish_commands()
         await application.start()
+        self.inbox = Inbox(app.db, app.clock, PLATFORM, self._handle_stored,
+                           on_processed=self._processed)  # fmt: skip
+        self._tasks.append(asyncio.create_task(self.inbox.run(), name="telegram-inbox"))
         if self.settings.mode == "webhook":
-            from bot.platforms.telegram.webhook import WebhookServer
-
             self._webhook = WebhookServer(self, application)
             await self._webhook.start()
         else:
-            assert application.updater is not None
-            await application.updater.start_polling(
-                poll_interval=0.0,
-                timeout=int(self.poll_timeout),
-                allowed_updates=list(ALLOWED_UPDATES),
-                drop_pending_updates=False,  # a restart processes what arrived meanwhile
-            )
+            await self.bot.delete_webhook(drop_pending_updates=False)
+            self._tasks.append(asyncio.create_task(self._poll(), name="telegram-poll"))
         log.info("event=telegram.started bot=%s mode=%s", self.me.username, self.settings.mode)
+
+    async def _poll(self) -> None:
+        """Long polling that confirms an update to Telegram (the next offset) only once it is
+        stored in the inbox: a crash at any point loses nothing Telegram considers delivered."""
+        offset: int | None = None
+        failures = 0
+        while True:
+            try:
+                updates = await self.bot.get_updates(
+                    offset=offset,
+                    timeout=int(self.poll_timeout),
+                    allowed_updates=list(ALLOWED_UPDATES),
+                )
+            except RetryAfter as exc:
+                await asyncio.sleep(retry_seconds(exc))
+                continue
+            except InvalidToken:
+                log.error("event=telegram.token_rejected: polling stopped")
+                return
+            except TelegramError as exc:  # an outage or a timeout: try again, slower each time
+                failures += 1
+                log.warning("event=telegram.poll_failed error=%s", exc.message)
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                continue
+            failures = 0
+            if not updates:
+                continue
+            await self.inbox.receive(
+                [(u.update_id, lane_of_update(u), u.to_dict()) for u in updates]
+            )
+            offset = updates[-1].update_id + 1  # confirms them: they are stored
+
+    async def _handle_stored(self, item: InboxItem) -> None:
+        assert self.application is not None
+        update = Update.de_json(item.payload, self.application.bot)
+        await self.application.process_update(update)
+
+    def _processed(self, update_id: int) -> None:
+        self.last_update_id = max(self.last_update_id, update_id)
 
     async def stop(self) -> None:
         application = self.application
@@ -170,10 +225,14 @@ class TelegramPlatform:
             if self._webhook is not None:
                 await self._webhook.stop()
                 self._webhook = None
-            if application.updater is not None and application.updater.running:
-                await application.updater.stop()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+            if self.inbox is not None:
+                await self.inbox.stop()  # what is not handled yet stays stored for next start
             if application.running:
-                await application.stop()  # processes the updates already fetched
+                await application.stop()
             await application.shutdown()
         finally:
             self.application = None

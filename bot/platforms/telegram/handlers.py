@@ -80,7 +80,6 @@ class Handlers:
         return self.tg.app.engine
 
     async def seen(self, update: Update, _context: Context) -> None:
-        self.tg.last_update_id = max(self.tg.last_update_id, update.update_id)
         chat = update.effective_chat
         if chat is not None and chat.type in GROUPS:
             self.tg.groups[chat.id] = chat.title or str(chat.id)
