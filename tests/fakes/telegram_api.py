@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import json
 import math
+import re
 import secrets
 import time
 from collections import deque
@@ -176,13 +177,23 @@ class _Html(HTMLParser):
         self.text.append(data)
 
 
+_USERNAME = re.compile(r"(?<![\w@])@[A-Za-z][A-Za-z0-9_]{4,31}(?![\w])")
+
+
 def parse_html(html: str) -> tuple[str, list[dict[str, Any]]]:
+    """Like Telegram: known tags become entities, and a plain ``@username`` in the text becomes
+    a mention of that account (a link to whoever holds the name)."""
     parser = _Html()
     parser.feed(html)
     parser.close()
     if parser.open:
         raise ApiError(400, "Bad Request: can't parse entities: unclosed tag")
-    return "".join(parser.text), parser.entities
+    text = "".join(parser.text)
+    mentions = [
+        {"type": "mention", "offset": m.start(), "length": len(m.group(0))}
+        for m in _USERNAME.finditer(text)
+    ]
+    return text, parser.entities + mentions
 
 
 def member_json(user: dict[str, Any], status: str, **rights: bool) -> dict[str, Any]:
@@ -640,6 +651,10 @@ class FakeTelegram:
             text, entities = parse_html(html)
         else:
             text, entities = html, []
+        if not text.strip():
+            raise ApiError(400, "Bad Request: message text is empty")
+        if len(text.encode("utf-16-le")) // 2 > 4096:
+            raise ApiError(400, "Bad Request: message is too long")
         self._check_limits(chat)
         sent = Sent(
             chat.id,

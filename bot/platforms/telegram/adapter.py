@@ -256,8 +256,7 @@ class TelegramPlatform:
 
     def render(self, text: Text, locale: str = "en") -> str:
         assert self.app is not None
-        html = self.app.catalog.render(text, locale, render.escape, render.mention)
-        return render.telegram_commands(html)
+        return render.to_html(self.app.catalog, text, locale)
 
     def label(self, text: Text, locale: str = "en") -> str:
         """Button labels are plain text: nothing to escape, mentions are names."""
@@ -278,7 +277,19 @@ class TelegramPlatform:
     async def say(
         self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None = None
     ) -> Message:
-        """An interactive answer: waits for its slot (and once more after a 429)."""
+        """An interactive answer: waits for its slot (and once more after a 429). A text over
+        Telegram's 4096 characters goes as several messages; buttons go with the last."""
+        parts = render.split_message(html)
+        sent: Message | None = None
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            sent = await self._say_one(chat_id, part, markup if last else None)
+        assert sent is not None
+        return sent
+
+    async def _say_one(
+        self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None
+    ) -> Message:
         for attempt in range(3):
             try:
                 async with self.pacer.slot(chat_id, chat_id < 0):
@@ -298,23 +309,36 @@ class TelegramPlatform:
             return None
 
     async def _paced(
-        self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None, what: str
+        self,
+        chat_id: int,
+        html: str,
+        markup: InlineKeyboardMarkup | None,
+        what: str,
+        key: str = "",
     ) -> None:
-        """An outbox send: a busy chat defers only this item (retry_after), never the others."""
+        """An outbox send: a busy chat defers only this item (retry_after), never the others.
+        A long text goes as several messages; a retry sends only the parts not sent yet."""
         group = chat_id < 0
-        wait = self.pacer.wait(chat_id, group)
-        if wait > self.defer_after:
-            raise DeliveryError(
-                f"{what}: chat busy for {wait:.2f}s", retry_after=wait, counts_as_attempt=False
-            )
-        try:
-            async with self.pacer.slot(chat_id, group):
-                await self._send(chat_id, html, markup)
-        except RetryAfter as exc:
-            self.pacer.blocked(chat_id, retry_seconds(exc))
-            raise delivery_error(exc, what) from None
-        except TelegramError as exc:
-            raise delivery_error(exc, what) from None
+        parts = render.split_message(html)
+        for i, part in enumerate(parts):
+            part_key = f"{key}#{i}"
+            if key and part_key in self.delivered:
+                continue
+            wait = self.pacer.wait(chat_id, group)
+            if wait > self.defer_after:
+                raise DeliveryError(
+                    f"{what}: chat busy for {wait:.2f}s", retry_after=wait, counts_as_attempt=False
+                )
+            try:
+                async with self.pacer.slot(chat_id, group):
+                    await self._send(chat_id, part, markup if i == len(parts) - 1 else None)
+            except RetryAfter as exc:
+                self.pacer.blocked(chat_id, retry_seconds(exc))
+                raise delivery_error(exc, what) from None
+            except TelegramError as exc:
+                raise delivery_error(exc, what) from None
+            if key and len(parts) > 1:
+                self.delivered.add(part_key)
 
     # -- the Platform protocol ---------------------------------------------------------------
 
@@ -347,10 +371,11 @@ class TelegramPlatform:
                 for b in p.get("buttons", [])
             ]
             html = self.render(from_json(p["text"]), p["locale"])
-            await self._paced(chat, html, render.keyboard(buttons, self.callbacks), what)
+            markup = render.keyboard(buttons, self.callbacks)
+            await self._paced(chat, html, markup, what, item.dedupe_key)
         elif item.kind == "dm":
             html = self.render(from_json(p["text"]), p["locale"])
-            await self._paced(int(p["user"]), html, None, what)
+            await self._paced(int(p["user"]), html, None, what, item.dedupe_key)
         elif item.kind == "channel_access":
             link = await self._access_link(item.dedupe_key, p["channel"], what)
             text = t("redeem.channel_link", channel=p["channel"], link=link)
