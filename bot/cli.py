@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from bot import redaction
 from bot.app import App, program_defaults
 from bot.engine.clock import SystemClock
 from bot.engine.text import t
@@ -27,6 +28,11 @@ from storage.database import Database, redact
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.scenario"
 log = logging.getLogger("referral-bot")
+_redaction: list[redaction.RedactSecrets] = []  # the filter main() installed
+
+
+def _redacted(text: str) -> str:
+    return _redaction[-1].redact(text) if _redaction else text
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
@@ -134,6 +140,15 @@ async def _serve(settings: config.Settings, platforms: list) -> int:
         await app.close()
         print(str(exc), file=sys.stderr)
         return 2
+    except config.ConfigError as exc:
+        await app.close()
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # e.g. a token the platform rejects: said once, redacted
+        log.error("event=app.start_failed error=%s", type(exc).__name__, exc_info=True)
+        await app.close()
+        print(f"referral-bot could not start: {_redacted(str(exc))}", file=sys.stderr)
+        return 1
     console = next((p for p in platforms if isinstance(p, ConsolePlatform)), None)
     if console is not None:
         for name in settings.console.communities:
@@ -244,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         third_party_level=settings.logging.third_party_level,
         keep_foreign=True,
     )
+    _redaction.append(redaction.install(redaction.secrets_of(settings)))
     if args.command == "demo":
         data = Path("data")
         data.mkdir(exist_ok=True)

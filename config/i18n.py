@@ -84,16 +84,24 @@ class Catalog:
         locale: str = FALLBACK,
         escape: Escape = str,
         mention: MentionFn | None = None,
+        markup: Escape | None = None,
     ) -> str:
+        """``markup`` escapes the catalog's own words for a markup language (Telegram HTML):
+        sentences are plain text, so a literal ``<setting>`` must not become a tag."""
         locale = locale if locale in self.messages else FALLBACK
         mention_fn = mention or (lambda m: "@" + escape(m.name))
         if text.key == "$custom":
             # An admin's own template (e.g. a welcome text): its words are user text, escaped too.
             template = str(text.values["template"])
             values = {k: v for k, v in text.values.items() if k != "template"}
-            return self._format(template, values, locale, escape, mention_fn, literal=escape)
+            return self._format(
+                template, values, locale, escape, mention_fn, literal=escape, markup=markup
+            )
         template = self.template(text.key, locale, text.values.get("count"))
-        return self._format(template, dict(text.values), locale, escape, mention_fn, literal=None)
+        return self._format(
+            template, dict(text.values), locale, escape, mention_fn, literal=markup,
+            markup=markup, strict=True,
+        )  # fmt: skip
 
     def _format(
         self,
@@ -103,6 +111,8 @@ class Catalog:
         escape: Escape,
         mention: MentionFn,
         literal: Escape | None,
+        markup: Escape | None = None,
+        strict: bool = False,
     ) -> str:
         out: list[str] = []
         for text, name, _spec, _conv in string.Formatter().parse(template):
@@ -110,15 +120,22 @@ class Catalog:
             if name is None:
                 continue
             if name not in values:
-                if literal is not None:
+                if not strict:
                     continue
                 raise KeyError(f"{name!r} missing for template {template[:40]!r}")
-            out.append(self._value(values[name], locale, escape, mention))
+            out.append(self._value(values[name], locale, escape, mention, markup))
         return "".join(out)
 
-    def _value(self, value: Any, locale: str, escape: Escape, mention: MentionFn) -> str:
+    def _value(
+        self,
+        value: Any,
+        locale: str,
+        escape: Escape,
+        mention: MentionFn,
+        markup: Escape | None = None,
+    ) -> str:
         if isinstance(value, Text):
-            return self.render(value, locale, escape, mention)
+            return self.render(value, locale, escape, mention, markup)
         if isinstance(value, Mention):
             return mention(value)
         if isinstance(value, Date):
@@ -133,7 +150,7 @@ class Catalog:
             day = format_date(moment.date(), format="medium", locale=locale)
             return f"{day}, {format_skeleton('Hm', moment, tzinfo=UTC, locale=locale)} UTC"
         if isinstance(value, list | tuple):
-            return "\n".join(self._value(v, locale, escape, mention) for v in value)
+            return "\n".join(self._value(v, locale, escape, mention, markup) for v in value)
         if isinstance(value, bool) or value is None:
             return escape(str(value or ""))
         if isinstance(value, int):

@@ -7,6 +7,7 @@ only from the environment or from a file whose path the TOML names.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -89,6 +90,7 @@ class TelegramSettings:
     webhook_port: int = 8443
     webhook_secret_env: str = "TELEGRAM_WEBHOOK_SECRET"
     moderators_chat_id: str = ""
+    allow_unauthenticated: bool = False  # webhook without a secret (warned at every start)
 
 
 @dataclass(frozen=True)
@@ -141,13 +143,13 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             if value.lower() in ("0", "false", "no", "off"):
                 return False
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {_shown(value)}")
         return value
     if isinstance(default, int):
         try:
             number = int(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a whole number, got {value!r}") from None
+            raise ConfigError(f"{key}: expected a whole number, got {_shown(value)}") from None
         if number < 0:
             raise ConfigError(f"{key}: must not be negative, got {number}")
         return number
@@ -158,14 +160,14 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if not isinstance(value, list) or not all(_is_text_or_id(v) for v in value):
             raise ConfigError(
                 f"{key}: expected a list of ids or names, e.g. [123, 456] or "
-                f'["lounge"], got {value!r}'
+                f'["lounge"], got {_shown(value)}'
             )
         return tuple(str(v) for v in value)
     if _is_id(value):
         return str(value)  # moderators_chat_id = -100123 is the same as "-100123"
     if not isinstance(value, str):
         raise ConfigError(
-            f'{key}: expected text or a whole number, e.g. "name" or 123, got {value!r}'
+            f'{key}: expected text or a whole number, e.g. "name" or 123, got {_shown(value)}'
         )
     return value
 
@@ -204,13 +206,34 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def _looks_secret(value: str) -> bool:
+    """A long value with no path separator or space: a token, not a file name."""
+    return len(value) >= 20 and not any(c in value for c in "/\\ .")
+
+
+def _shown(value: Any) -> str:
+    """A wrong value as an error message shows it, unless it may be a secret in the wrong key."""
+    if _looks_secret(str(value)):
+        return "a value that looks like a token (not shown)"
+    return repr(value)
+
+
 def read_token(key: str, env_name: str, file: str, environ: dict[str, str] | None = None) -> str:
     """A platform token from the environment or a file; the message never shows the token."""
     env = dict(os.environ if environ is None else environ)
+    if not _ENV_NAME.match(env_name):  # e.g. the token itself, pasted into the wrong key
+        raise ConfigError(
+            f"{key}.token_env: must be the name of an environment variable (letters, digits "
+            "and _), not the token itself; the value is not shown here"
+        )
     if file:
         path = Path(file)
         if not path.is_file():
-            raise ConfigError(f"{key}.token_file: no such file {file!r}")
+            shown = "(not shown: it looks like a token)" if _looks_secret(file) else repr(file)
+            raise ConfigError(f"{key}.token_file: no such file {shown}")
         token = path.read_text().strip()
     else:
         token = env.get(env_name, "").strip()
@@ -256,6 +279,12 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
             raise ConfigError(f"flood.{key}: expected a whole number from 1 to 1000000")
     if settings.telegram.mode not in ("polling", "webhook"):
         raise ConfigError("telegram.mode: expected polling or webhook")
+    tg = settings.telegram
+    if tg.enabled and tg.mode == "webhook" and not tg.webhook_url.strip():
+        raise ConfigError(
+            "telegram.webhook_url: webhook mode needs the public HTTPS URL Telegram calls, "
+            "e.g. https://bot.example.com/telegram/hook"
+        )
     url = settings.database.url
     if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(
@@ -269,7 +298,8 @@ def _listen_address(key: str, value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(
-            f'{key}: expected host:port, e.g. "127.0.0.1:8080" or "0.0.0.0:8080", got {value!r}'
+            f'{key}: expected host:port, e.g. "127.0.0.1:8080" or "0.0.0.0:8080", '
+            f"got {_shown(value)}"
         )
     return host.strip("[]"), int(port)
 

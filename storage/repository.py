@@ -24,6 +24,7 @@ from bot.engine.models import (
     FraudFlag,
     Grant,
     GrantStatus,
+    InboxItem,
     LeaderboardRow,
     Membership,
     OutboxBacklog,
@@ -43,6 +44,7 @@ from storage.tables import (
     fraud_flags,
     grants,
     identity_links,
+    inbox,
     leaderboard_counts,
     link_tokens,
     memberships,
@@ -1489,6 +1491,41 @@ class Repository:
                 outbox.update().where(outbox.c.id.in_(list(chunk))).values(next_attempt_at=now)
             )
         return len(ids)
+
+    # -- inbox (issue 10): platform updates stored before they are confirmed ----------------
+
+    async def add_inbox(self, rows: list[dict[str, Any]]) -> int:
+        """Store updates (platform, update_id, lane, payload, received_at); one already stored
+        is skipped. Returns how many were new."""
+        added = 0
+        for chunk in _chunks(rows):
+            stmt = self._insert(inbox).on_conflict_do_nothing().returning(inbox.c.id)
+            added += len(await self._rows(stmt.values(list(chunk))))
+        return added
+
+    async def pending_inbox(self, platform: str, limit: int) -> list[InboxItem]:
+        rows = await self._rows(
+            sa.select(inbox.c.update_id, inbox.c.lane, inbox.c.payload)
+            .where(inbox.c.platform == platform, inbox.c.processed_at.is_(None))
+            .order_by(inbox.c.update_id)
+            .limit(limit)
+        )
+        return [InboxItem(platform, r.update_id, r.lane, json.loads(r.payload)) for r in rows]
+
+    async def mark_inbox_processed(self, platform: str, update_ids: list[int], now: int) -> None:
+        for chunk in _chunks(update_ids):
+            await self.conn.execute(
+                inbox.update()
+                .where(inbox.c.platform == platform, inbox.c.update_id.in_(chunk))
+                .values(processed_at=now)
+            )
+
+    async def prune_inbox(self, platform: str, processed_before: int) -> None:
+        await self.conn.execute(
+            inbox.delete().where(
+                inbox.c.platform == platform, inbox.c.processed_at < processed_before
+            )
+        )
 
 
 # -- metrics (issue 14: run it for real) --------------------------------------------------------

@@ -342,3 +342,26 @@ Index(
 )
 # Input and words (issue 8): a pasted personal link is looked up by its url.
 Index("ix_referral_links_url", referral_links.c.url)
+
+# -- inbox (issue 10): platform updates stored before they are confirmed ------------------------
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("platform", String(20), nullable=False),
+    Column("update_id", BigInteger, nullable=False),
+    Column("lane", String(60), nullable=False),  # one chat's updates are handled in order
+    Column("payload", Text, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Column("processed_at", BigInteger),
+    # A replayed or duplicated update is stored once, so it is handled once.
+    UniqueConstraint("platform", "update_id", name="uq_inbox_platform_update_id"),
+    Index(
+        "ix_inbox_pending",
+        "platform",
+        "update_id",
+        sqlite_where=text("processed_at IS NULL"),
+        postgresql_where=text("processed_at IS NULL"),
+    ),
+)

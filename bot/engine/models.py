@@ -195,3 +195,16 @@ class OutboxBacklog:
     waiting: int
     oldest_created_at: int | None  # the oldest waiting item's creation
     oldest_due_at: int | None  # the earliest next_attempt_at among them (due if <= now)
+
+
+# -- inbox (issue 10) ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class InboxItem:
+    """A platform update as received, stored before the platform was told it arrived."""
+
+    platform: str
+    update_id: int
+    lane: str  # updates of one lane (a chat) are handled in order
+    payload: dict

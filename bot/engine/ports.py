@@ -14,6 +14,7 @@ from bot.engine.models import (
     Community,
     FraudFlag,
     Grant,
+    InboxItem,
     LeaderboardRow,
     Membership,
     OutboxBacklog,
@@ -376,6 +377,18 @@ class Repository(Protocol):
         """Make pending items of ``kinds`` for one community, whose last error starts with
         ``marker`` (they wait for a fix, not for a backoff), due at ``now``; how many."""
         ...
+
+    # -- inbox (issue 10): platform updates stored before they are confirmed ----------------
+
+    async def add_inbox(self, rows: list[dict[str, Any]]) -> int: ...
+
+    async def pending_inbox(self, platform: str, limit: int) -> list[InboxItem]: ...
+
+    async def mark_inbox_processed(
+        self, platform: str, update_ids: list[int], now: int
+    ) -> None: ...
+
+    async def prune_inbox(self, platform: str, processed_before: int) -> None: ...
 
 
 class Store(Protocol):

@@ -655,3 +655,22 @@ class ReferralEngine:
             return await repo.links_of_participant(community.id, person.id)
 
         return await self.store.read(op)
+
+    # -- Telegram hardening (issue 10) ------------------------------------------------------
+
+    async def code_credits_in(self, ref: CommunityRef, code: str) -> bool:
+        """Whether ``code`` is an active (not revoked) code of the program this community
+        belongs to: a deep link with any other code hands out nothing."""
+
+        async def op(repo: Repository) -> bool:
+            community = await communities.existing(repo, self.ctx, ref)
+            if community is None:
+                return False
+            found = (await repo.codes_by_value([code])).get(code)
+            return (
+                found is not None
+                and found.revoked_at is None
+                and found.program_id == community.program_id
+            )
+
+        return await self.store.read(op)

@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import json
 import math
+import re
 import secrets
 import time
 from collections import deque
@@ -176,13 +177,23 @@ class _Html(HTMLParser):
         self.text.append(data)
 
 
+_USERNAME = re.compile(r"(?<![\w@])@[A-Za-z][A-Za-z0-9_]{4,31}(?![\w])")
+
+
 def parse_html(html: str) -> tuple[str, list[dict[str, Any]]]:
+    """Like Telegram: known tags become entities, and a plain ``@username`` in the text becomes
+    a mention of that account (a link to whoever holds the name)."""
     parser = _Html()
     parser.feed(html)
     parser.close()
     if parser.open:
         raise ApiError(400, "Bad Request: can't parse entities: unclosed tag")
-    return "".join(parser.text), parser.entities
+    text = "".join(parser.text)
+    mentions = [
+        {"type": "mention", "offset": m.start(), "length": len(m.group(0))}
+        for m in _USERNAME.finditer(text)
+    ]
+    return text, parser.entities + mentions
 
 
 def member_json(user: dict[str, Any], status: str, **rights: bool) -> dict[str, Any]:
@@ -231,6 +242,9 @@ class FakeTelegram:
         self.updates: list[dict[str, Any]] = []
         self.allowed: set[str] = set(DEFAULT_UPDATES)
         self.handed_out = 0  # the newest update id a getUpdates (or the webhook) handed out
+        self.served: list[dict[str, Any]] = []  # every update handed out, in order
+        self.hanging: set[str] = set()  # methods that never answer (a stuck Bot API)
+        self._release = asyncio.Event()
         self._update_ids = itertools.count(1)
         self._user_ids = itertools.count(1000)
         self._chat_ids = itertools.count(1)
@@ -262,6 +276,7 @@ class FakeTelegram:
 
     async def stop(self) -> None:
         self._closing = True
+        self._release.set()
         await self._notify()
         if self._pusher is not None:
             self._pusher.cancel()
@@ -276,6 +291,9 @@ class FakeTelegram:
         method = request.match_info["method"]
         params = await self._params(request)
         self.calls.append((method, params))
+        if method in self.hanging:
+            await self._release.wait()  # until the server stops
+            return web.json_response({"ok": False, "error_code": 502, "description": "gone"})
         handler = getattr(self, f"api_{method}", None)
         try:
             if handler is None:
@@ -579,6 +597,7 @@ class FakeTelegram:
                 async with session.post(self.webhook["url"], json=update, headers=headers) as r:
                     if r.status == 200:
                         self.handed_out = update["update_id"]
+                        self.served.append(update)
                         self.updates.remove(update)
 
     def _deliverable(self) -> list[dict[str, Any]]:
@@ -612,6 +631,7 @@ class FakeTelegram:
                     pass
         if ready:
             self.handed_out = max(self.handed_out, ready[-1]["update_id"])
+            self.served += [u for u in ready if u not in self.served]
         return ready
 
     async def api_setMyCommands(self, p: dict) -> bool:
@@ -631,6 +651,10 @@ class FakeTelegram:
             text, entities = parse_html(html)
         else:
             text, entities = html, []
+        if not text.strip():
+            raise ApiError(400, "Bad Request: message text is empty")
+        if len(text.encode("utf-16-le")) // 2 > 4096:
+            raise ApiError(400, "Bad Request: message is too long")
         self._check_limits(chat)
         sent = Sent(
             chat.id,

@@ -6,6 +6,7 @@ Groups and supergroups are communities. Updates come by long polling (default) o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -23,17 +24,19 @@ from telegram import (
     InlineKeyboardMarkup,
     LinkPreviewOptions,
     Message,
+    Update,
     User,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.engine.context import Capabilities
 from bot.engine.errors import UserError
 from bot.engine.events import CommunityRef, UserRef
-from bot.engine.models import Audience, Community, OutboxItem
+from bot.engine.models import Audience, Community, InboxItem, OutboxItem
 from bot.engine.text import Text, from_json, t
+from bot.inbox import Inbox
 from bot.platforms.base import DeliveryError
 from bot.platforms.telegram import links, render
 from bot.platforms.telegram.errors import delivery_error, retry_seconds
@@ -64,6 +67,15 @@ def is_in_chat(member: ChatMember) -> bool:
     return member.status in IN_CHAT or (
         member.status == "restricted" and bool(getattr(member, "is_member", False))
     )
+
+
+def lane_of_update(update: Update) -> str:
+    """Updates of one chat are handled in order; different chats concurrently."""
+    chat = update.effective_chat
+    if chat is not None:
+        return f"chat:{chat.id}"
+    user = update.effective_user
+    return f"user:{user.id}" if user is not None else "other"
 
 
 def user_ref(user: User) -> UserRef:
@@ -123,9 +135,13 @@ class TelegramPlatform:
         self._members: dict[tuple[int, int], _Cached] = {}
         self._public: dict[int, bool] = {}
         self._webhook: Any = None
+        self.inbox: Inbox | None = None
+        self._tasks: list[asyncio.Task] = []
         self.last_update_id = 0  # the newest update handed to the handlers (tests wait on it)
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    allowed_updates = ALLOWED_UPDATES
 
     @property
     def bot(self) -> Bot:
@@ -136,11 +152,15 @@ class TelegramPlatform:
         from bot.platforms.telegram.handlers import install
 
         self.app = app
+        if self.settings.mode == "webhook":  # refuse a webhook without a secret before anything
+            from bot.platforms.telegram.webhook import WebhookServer, webhook_secret
+
+            webhook_secret(self.settings)
         application = (
             ApplicationBuilder()
             .token(self.token)
             .base_url(self.settings.base_url)
-            .concurrent_updates(False)
+            .updater(None)  # updates come through the inbox (see _poll and webhook.py)
             .get_updates_read_timeout(self.poll_timeout + 10)
             .build()
         )
@@ -150,19 +170,15 @@ class TelegramPlatform:
         self.me = application.bot.bot
         await self.publish_commands()
         await application.start()
+        self.inbox = Inbox(app.db, app.clock, PLATFORM, self._handle_stored,
+                           on_processed=self._processed)  # fmt: skip
+        self._tasks.append(asyncio.create_task(self.inbox.run(), name="telegram-inbox"))
         if self.settings.mode == "webhook":
-            from bot.platforms.telegram.webhook import WebhookServer
-
             self._webhook = WebhookServer(self, application)
             await self._webhook.start()
         else:
-            assert application.updater is not None
-            await application.updater.start_polling(
-                poll_interval=0.0,
-                timeout=int(self.poll_timeout),
-                allowed_updates=list(ALLOWED_UPDATES),
-                drop_pending_updates=False,  # a restart processes what arrived meanwhile
-            )
+            await self.bot.delete_webhook(drop_pending_updates=False)
+            self._tasks.append(asyncio.create_task(self._poll(), name="telegram-poll"))
         log.info("event=telegram.started bot=%s mode=%s", self.me.username, self.settings.mode)
 
     def start_failure(self, exc: BaseException) -> StartFailure:
@@ -172,6 +188,45 @@ class TelegramPlatform:
     def is_connected(self) -> bool:
         return self.application is not None and self.application.running
 
+    async def _poll(self) -> None:
+        """Long polling that confirms an update to Telegram (the next offset) only once it is
+        stored in the inbox: a crash at any point loses nothing Telegram considers delivered."""
+        offset: int | None = None
+        failures = 0
+        while True:
+            try:
+                updates = await self.bot.get_updates(
+                    offset=offset,
+                    timeout=int(self.poll_timeout),
+                    allowed_updates=list(ALLOWED_UPDATES),
+                )
+            except RetryAfter as exc:
+                await asyncio.sleep(retry_seconds(exc))
+                continue
+            except InvalidToken:
+                log.error("event=telegram.token_rejected: polling stopped")
+                return
+            except TelegramError as exc:  # an outage or a timeout: try again, slower each time
+                failures += 1
+                log.warning("event=telegram.poll_failed error=%s", exc.message)
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                continue
+            failures = 0
+            if not updates:
+                continue
+            await self.inbox.receive(
+                [(u.update_id, lane_of_update(u), u.to_dict()) for u in updates]
+            )
+            offset = updates[-1].update_id + 1  # confirms them: they are stored
+
+    async def _handle_stored(self, item: InboxItem) -> None:
+        assert self.application is not None
+        update = Update.de_json(item.payload, self.application.bot)
+        await self.application.process_update(update)
+
+    def _processed(self, update_id: int) -> None:
+        self.last_update_id = max(self.last_update_id, update_id)
+
     async def stop(self) -> None:
         application = self.application
         if application is None:
@@ -180,10 +235,14 @@ class TelegramPlatform:
             if self._webhook is not None:
                 await self._webhook.stop()
                 self._webhook = None
-            if application.updater is not None and application.updater.running:
-                await application.updater.stop()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+            if self.inbox is not None:
+                await self.inbox.stop()  # what is not handled yet stays stored for next start
             if application.running:
-                await application.stop()  # processes the updates already fetched
+                await application.stop()
             await application.shutdown()
         finally:
             self.application = None
@@ -207,8 +266,7 @@ class TelegramPlatform:
 
     def render(self, text: Text, locale: str = "en") -> str:
         assert self.app is not None
-        html = self.app.catalog.render(text, locale, render.escape, render.mention)
-        return render.telegram_commands(html)
+        return render.to_html(self.app.catalog, text, locale)
 
     def label(self, text: Text, locale: str = "en") -> str:
         """Button labels are plain text: nothing to escape, mentions are names."""
@@ -229,7 +287,19 @@ class TelegramPlatform:
     async def say(
         self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None = None
     ) -> Message:
-        """An interactive answer: waits for its slot (and once more after a 429)."""
+        """An interactive answer: waits for its slot (and once more after a 429). A text over
+        Telegram's 4096 characters goes as several messages; buttons go with the last."""
+        parts = render.split_message(html)
+        sent: Message | None = None
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            sent = await self._say_one(chat_id, part, markup if last else None)
+        assert sent is not None
+        return sent
+
+    async def _say_one(
+        self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None
+    ) -> Message:
         for attempt in range(3):
             try:
                 async with self.pacer.slot(chat_id, chat_id < 0):
@@ -249,23 +319,36 @@ class TelegramPlatform:
             return None
 
     async def _paced(
-        self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None, what: str
+        self,
+        chat_id: int,
+        html: str,
+        markup: InlineKeyboardMarkup | None,
+        what: str,
+        key: str = "",
     ) -> None:
-        """An outbox send: a busy chat defers only this item (retry_after), never the others."""
+        """An outbox send: a busy chat defers only this item (retry_after), never the others.
+        A long text goes as several messages; a retry sends only the parts not sent yet."""
         group = chat_id < 0
-        wait = self.pacer.wait(chat_id, group)
-        if wait > self.defer_after:
-            raise DeliveryError(
-                f"{what}: chat busy for {wait:.2f}s", retry_after=wait, counts_as_attempt=False
-            )
-        try:
-            async with self.pacer.slot(chat_id, group):
-                await self._send(chat_id, html, markup)
-        except RetryAfter as exc:
-            self.pacer.blocked(chat_id, retry_seconds(exc))
-            raise delivery_error(exc, what) from None
-        except TelegramError as exc:
-            raise delivery_error(exc, what) from None
+        parts = render.split_message(html)
+        for i, part in enumerate(parts):
+            part_key = f"{key}#{i}"
+            if key and part_key in self.delivered:
+                continue
+            wait = self.pacer.wait(chat_id, group)
+            if wait > self.defer_after:
+                raise DeliveryError(
+                    f"{what}: chat busy for {wait:.2f}s", retry_after=wait, counts_as_attempt=False
+                )
+            try:
+                async with self.pacer.slot(chat_id, group):
+                    await self._send(chat_id, part, markup if i == len(parts) - 1 else None)
+            except RetryAfter as exc:
+                self.pacer.blocked(chat_id, retry_seconds(exc))
+                raise delivery_error(exc, what) from None
+            except TelegramError as exc:
+                raise delivery_error(exc, what) from None
+            if key and len(parts) > 1:
+                self.delivered.add(part_key)
 
     # -- the Platform protocol ---------------------------------------------------------------
 
@@ -298,10 +381,11 @@ class TelegramPlatform:
                 for b in p.get("buttons", [])
             ]
             html = self.render(from_json(p["text"]), p["locale"])
-            await self._paced(chat, html, render.keyboard(buttons, self.callbacks), what)
+            markup = render.keyboard(buttons, self.callbacks)
+            await self._paced(chat, html, markup, what, item.dedupe_key)
         elif item.kind == "dm":
             html = self.render(from_json(p["text"]), p["locale"])
-            await self._paced(int(p["user"]), html, None, what)
+            await self._paced(int(p["user"]), html, None, what, item.dedupe_key)
         elif item.kind == "channel_access":
             link = await self._access_link(item.dedupe_key, p["channel"], what)
             text = t("redeem.channel_link", channel=p["channel"], link=link)
@@ -372,8 +456,8 @@ class TelegramPlatform:
         assert self.me is not None and self.me.username is not None
         return self.me.username
 
-    async def is_public(self, chat_id: int) -> bool:
-        if chat_id not in self._public:
+    async def is_public(self, chat_id: int, fresh: bool = False) -> bool:
+        if fresh or chat_id not in self._public:
             chat = await self.bot.get_chat(chat_id)
             self._public[chat_id] = chat.username is not None
             self.groups.setdefault(chat_id, chat.title or str(chat_id))
@@ -432,6 +516,10 @@ class TelegramPlatform:
             if there is None or not is_in_chat(there):
                 problems.append(t("telegram.check.moderators_chat", chat=mods))
         return problems
+
+    def remember_home(self, user_id: int, chat_id: int) -> None:
+        """The group this member's private commands are about from now on."""
+        self.home[user_id] = chat_id
 
     async def home_group(self, user_id: int) -> int | None:
         """The group a private command is about: the last one the user came from, else the

@@ -80,7 +80,6 @@ class Handlers:
         return self.tg.app.engine
 
     async def seen(self, update: Update, _context: Context) -> None:
-        self.tg.last_update_id = max(self.tg.last_update_id, update.update_id)
         chat = update.effective_chat
         if chat is not None and chat.type in GROUPS:
             self.tg.groups[chat.id] = chat.title or str(chat.id)
@@ -335,19 +334,38 @@ class Handlers:
         if payload is None:
             await self.tg.say_text(user.id, t("telegram.start.hello", bot=self.tg.username))
             return
-        self.tg.home[user.id] = payload.chat_id
         title = await self._title(payload.chat_id)
         if title is None:
             await self.tg.say_text(user.id, t("telegram.start.unknown_group"))
             return
         if payload.code is None:
+            found = await self.tg.member(payload.chat_id, user.id, fresh=True)
+            if found is None or not is_in_chat(found):  # nothing about a group they're not in
+                await self.tg.say_text(user.id, t("telegram.start.not_member"))
+                return
+            self.tg.remember_home(user.id, payload.chat_id)
             command = render.neutral_command(payload.command or "")
             if command in self.tg.member_commands():
                 await self.private_command(user, command, [])
             else:
                 await self.tg.say_text(user.id, t("telegram.start.opened", community=title))
             return
+        if not await self._deep_link_allowed(payload.chat_id, payload.code):
+            log.info("event=telegram.deep_link_refused chat=%s", payload.chat_id)
+            await self.tg.say_text(user.id, t("telegram.start.link_refused"))
+            return
         await self._hand_out_link(user, payload.chat_id, payload.code, title)
+
+    async def _deep_link_allowed(self, chat_id: int, code: str) -> bool:
+        """Deep links hand out invites to public groups only, and only for a code that is
+        active in that group's program: a private group is entered through a member's
+        personal invite link, never through a payload anyone can type."""
+        try:
+            if not await self.tg.is_public(chat_id, fresh=True):
+                return False
+        except TelegramError:
+            return False
+        return await self.engine.code_credits_in(community_ref(chat_id, None), code)
 
     async def _title(self, chat_id: int) -> str | None:
         if chat_id in self.tg.groups:

@@ -8,15 +8,21 @@ from collections.abc import Iterable
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.engine.text import Mention
+from bot.engine.text import Mention, Text
 from commands.registry import REGISTRY, Command
+from config.i18n import Catalog
 
 CALLBACK_LIMIT = 64  # bytes of callback_data Telegram keeps
+MESSAGE_LIMIT = 4096  # characters of text in one message
+
+
+WORD_JOINER = "\u2060"  # invisible; after an "@" it keeps Telegram from linking a username
 
 
 def escape(text: str) -> str:
-    """Text from users, safe inside an HTML-mode message (no tags, no entities of its own)."""
-    return html.escape(text, quote=False)
+    """Text from users, safe inside an HTML-mode message: no tags, no entities of its own, and
+    no ``@username`` that Telegram would turn into a link to whoever holds that name."""
+    return html.escape(text, quote=False).replace("@", "@" + WORD_JOINER)
 
 
 def mention(m: Mention) -> str:
@@ -24,6 +30,50 @@ def mention(m: Mention) -> str:
     if m.user_id.isdigit():
         return f'<a href="tg://user?id={m.user_id}">{escape(m.name)}</a>'
     return escape(m.name)
+
+
+def to_html(catalog: Catalog, text: Text, locale: str = "en") -> str:
+    """A sentence as Telegram HTML: the catalog's words and every value escaped, mentions as
+    links to one user, commands in their Telegram spelling."""
+    return telegram_commands(catalog.render(text, locale, escape, mention, markup=escape))
+
+
+def _safe_cut(html: str, limit: int) -> int:
+    """The last position <= limit that is not inside a tag or an entity (``&lt;``)."""
+    cut = limit
+    lt, amp = html.rfind("<", 0, cut), html.rfind("&", 0, cut)
+    if lt > html.rfind(">", 0, cut):
+        cut = lt
+    if amp > html.rfind(";", 0, cut):
+        cut = min(cut, amp)
+    return cut if cut > 0 else limit
+
+
+def split_message(html: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Parts of at most ``limit`` characters, cut at line ends where possible (a longer line
+    is cut between words, never inside a tag or an entity). Only mentions are tags, and a
+    mention never spans lines, so every part is valid HTML on its own."""
+    parts: list[str] = []
+    current = ""
+    for line in html.split("\n"):
+        while len(line) > limit:
+            cut = line.rfind(" ", 0, limit)
+            cut = _safe_cut(line, cut if cut > limit // 2 else limit)
+            head, line = line[:cut], line[cut:].lstrip(" ")
+            if current:
+                parts.append(current)
+                current = ""
+            parts.append(head)
+        if not current:
+            current = line
+        elif len(current) + 1 + len(line) <= limit:
+            current += "\n" + line
+        else:
+            parts.append(current)
+            current = line
+    if current or not parts:
+        parts.append(current)
+    return parts
 
 
 def tg_command(name: str) -> str:

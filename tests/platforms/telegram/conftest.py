@@ -73,7 +73,8 @@ class World:
             target = max((u["update_id"] for u in self.fake.updates), default=0)
             target = max(target, self.fake.handed_out)
             if self.tg.last_update_id >= target:
-                await asyncio.wait_for(self.tg.application.update_queue.join(), within)
+                assert self.tg.inbox is not None
+                await asyncio.wait_for(self.tg.inbox.idle(), within)
                 if self.fake.handed_out <= self.tg.last_update_id and not [
                     u for u in self.fake.updates if u["update_id"] > self.tg.last_update_id
                 ]:
