@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from bot.engine import observe
 from bot.platforms.base import Platform
+from config.settings import ConfigError
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -143,6 +144,9 @@ class PlatformSupervisor:
         try:
             await asyncio.wait_for(platform.start(self.app), self.start_timeout)
         except asyncio.CancelledError:
+            raise
+        except ConfigError:  # the operator must change the configuration: never retried
+            await self._cleanup(platform)
             raise
         except Exception as exc:
             failure = classify(platform, exc)

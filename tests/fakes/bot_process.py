@@ -30,6 +30,7 @@ class BotProcess:
         level: str = "INFO",
         telegram: dict[str, str | int | bool] | None = None,
         env: dict[str, str] | None = None,
+        extra_toml: str = "",
     ) -> None:
         self.fake = fake
         self.folder = folder
@@ -41,7 +42,7 @@ class BotProcess:
         lines = ["[console]", "enabled = false", "", "[database]", f'url = "{database_url}"', "",
                  "[telegram]"]  # fmt: skip
         lines += [f"{k} = {_toml(v)}" for k, v in options.items()]
-        self.config.write_text("\n".join(lines) + "\n")
+        self.config.write_text("\n".join(lines) + "\n" + extra_toml)
         self.log = folder / "bot.log"
         self.proc: asyncio.subprocess.Process | None = None
         self.runs = 0
