@@ -167,6 +167,10 @@ class ScenarioRunner:
                 _check_names(line_no, rest.split())
         words = rest.split()
         if word == "community" and words:
+            if not _NAME.match(words[0]):
+                raise ScenarioError(
+                    line_no, f"{words[0]!r}: community names are letters, digits, _, . and - only"
+                )
             opts = _options(words[1:], {"program"}, line_no)
             await console.add_community(words[0], opts.get("program"))
         elif word == "join" and words:
