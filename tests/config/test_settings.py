@@ -40,6 +40,12 @@ def test_environment_overrides_the_file(tmp_path):
         ),
         ("[program]\ndigest_weekday = 7\n", {}, "program.digest_weekday: must be from 0 to 6"),
         ("[program]\ndm_newcomers = 'maybe'\n", {}, "program.dm_newcomers: must be one of"),
+        ("[flood]\ncommand_budget = 0\n", {}, "flood.command_budget: expected a whole number"),
+        (
+            "",
+            {"REFERRAL_BOT_FLOOD__INVITE_NEW_PER_DAY": "0"},
+            "flood.invite_new_per_day: expected a whole number from 1",
+        ),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, toml, env, message):
@@ -53,3 +59,10 @@ def test_bad_settings_name_the_key(tmp_path, toml, env, message):
 def test_a_missing_config_file_is_named():
     with pytest.raises(ConfigError, match="no such file"):
         load("/nonexistent/bot.toml", environ={})
+
+
+def test_the_flood_budget_reaches_the_engine():
+    settings = load(environ={"REFERRAL_BOT_FLOOD__COMMAND_BUDGET": "2"})
+    app = App(settings, [])
+    assert (app.ctx.command_budget, app.ctx.command_window_seconds) == (2, 10)
+    assert app.ctx.invite_new_per_day == 3
