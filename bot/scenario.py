@@ -86,8 +86,10 @@ def _check_names(line_no: int, words: list[str]) -> None:
 def _who(word: str, line: str) -> str:
     """The member a statement acts as (for printing a refusal)."""
     said = _SAY_IN.match(line) or _SAY.match(line)
-    name = said.group(1) if said else (line.split()[1] if len(line.split()) > 1 else word)
-    return name.lower()
+    if said:
+        return said.group(1).lower()
+    words = line.split()
+    return words[1].lower() if word in ("join", "leave", "role") and len(words) > 1 else "console"
 
 
 class ScenarioRunner:
@@ -167,6 +169,10 @@ class ScenarioRunner:
                 _check_names(line_no, rest.split())
         words = rest.split()
         if word == "community" and words:
+            if not _NAME.match(words[0]):
+                raise ScenarioError(
+                    line_no, f"{words[0]!r}: community names are letters, digits, _, . and - only"
+                )
             opts = _options(words[1:], {"program"}, line_no)
             await console.add_community(words[0], opts.get("program"))
         elif word == "join" and words:

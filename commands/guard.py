@@ -59,6 +59,8 @@ class CommandGuard:
     def forbidden(self, platform: str, community: str, user_id: str, command: str) -> int:
         """Count a member's attempt at a staff command (the log, never the audit list)."""
         key = (platform, community, user_id)
+        if key not in self._forbidden and len(self._forbidden) > _PRUNE_AT:
+            self._forbidden.clear()  # counts for the log only: starting over is harmless
         self._forbidden[key] = attempts = self._forbidden.get(key, 0) + 1
         log.warning(
             "event=command.forbidden platform=%s community=%s user=%s command=%s attempts=%d",

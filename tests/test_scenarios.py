@@ -29,6 +29,7 @@ async def test_scenario(path: Path, db_url: str):
         ("join bob via @alice", "user names are letters, digits, _, . and - only"),
         ("ada: /link-program {link-token}", "no /link-program token shown yet"),
         ("join bob in nowhere", "There is no console community called nowhere"),
+        ("community #side", "community names are letters, digits, _, . and - only"),
     ],
 )
 async def test_what_is_a_script_error(line: str, reason: str, db_url: str):

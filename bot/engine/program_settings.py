@@ -77,7 +77,8 @@ def _int_in(field: str, raw: str, low: int, high: int) -> int:
     except ValueError:
         raise UserError("setting.not_a_number", field=field, low=low, high=high) from None
     if not low <= value <= high:
-        raise UserError("setting.out_of_range", field=field, low=low, high=high, value=value)
+        shown = str(value) if len(str(value)) <= 12 else str(value)[:12] + "…"
+        raise UserError("setting.out_of_range", field=field, low=low, high=high, value=shown)
     return value
 
 

@@ -47,6 +47,8 @@ async def test_refusals_name_the_range_and_never_an_internal_bound(harness: Harn
     await harness.console.set_role("ada", "admin")
     said = await _refused(harness, "ada", "/set review-deadline 400d approve")
     assert "1d–365d" in said
+    said = await _refused(harness, "ada", "/set min-days " + "9" * 1500)
+    assert "min-days must be from 0 to 365 (you gave 999999999999…)" in said
     said = await _refused(harness, "ada", "/set rules-text Use {member}")
     assert "rules-text is plain text" in said
     for line in (

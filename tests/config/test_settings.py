@@ -52,6 +52,12 @@ def test_environment_overrides_the_file(tmp_path):
         ),
         ("[logging]\nformat = 'xml'\n", {}, "logging.format: expected text or json"),
         ("[http]\nlisten = '8080'\n", {}, "http.listen: expected host:port"),
+        ("[flood]\ncommand_budget = 0\n", {}, "flood.command_budget: expected a whole number"),
+        (
+            "",
+            {"REFERRAL_BOT_FLOOD__INVITE_NEW_PER_DAY": "0"},
+            "flood.invite_new_per_day: expected a whole number from 1",
+        ),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, toml, env, message):
@@ -81,3 +87,10 @@ def test_numeric_ids_are_accepted_as_numbers(tmp_path):
     text.write_text('[discord]\nguild_ids = ["123"]\n[telegram]\nmoderators_chat_id = "-100123"\n')
     same = load(text, environ={})
     assert same.discord.guild_ids == ("123",) and same.telegram.moderators_chat_id == "-100123"
+
+
+def test_the_flood_budget_reaches_the_engine():
+    settings = load(environ={"REFERRAL_BOT_FLOOD__COMMAND_BUDGET": "2"})
+    app = App(settings, [])
+    assert (app.ctx.command_budget, app.ctx.command_window_seconds) == (2, 10)
+    assert app.ctx.invite_new_per_day == 3

@@ -22,6 +22,7 @@ from bot.engine.events import (
 )
 from bot.engine.models import Community, OutboxItem
 from bot.engine.text import Text, t
+from bot.platforms.base import DeliveryError
 from bot.platforms.discord.attribution import Verdict
 from bot.platforms.discord.client import ReferralClient, shard_options
 from bot.platforms.discord.delivery import ROLE_KINDS, WAITING, Deliverer, find_channel
@@ -273,6 +274,20 @@ class DiscordPlatform:
                 )
                 return  # kept: tried again on a later leave or by an admin
         await self.app.engine.forget_links(ref, urls)
+
+    async def revoke_referral_link(self, community_id: str, url: str) -> None:
+        """`/invite new`: delete the old personal invite (one REST call, from any shard).
+        An invite that is already gone is done; a missing permission is final."""
+        try:
+            await self.client.delete_invite(url.rstrip("/").rsplit("/", 1)[-1])
+        except discord.NotFound:
+            return
+        except discord.Forbidden as exc:
+            raise DeliveryError(f"delete invite: {exc.text}", retryable=False) from exc
+        except discord.HTTPException as exc:
+            raise DeliveryError(
+                f"delete invite: {exc.status}", retryable=exc.status >= 500
+            ) from exc
 
     async def _personal_invites(self, ref: CommunityRef, guild_id: str) -> dict[str, str]:
         """invite code -> referral code: the engine's stored links first, the local file second."""

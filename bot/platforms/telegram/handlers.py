@@ -37,10 +37,12 @@ from telegram.ext import (
 
 from bot.engine.admin import Actor
 from bot.engine.events import JoinSource, MemberJoined, MemberLeft, MessagePosted, UserRef
+from bot.engine.models import Audience
 from bot.engine.text import Mention, Text, t
 from bot.platforms.telegram import links, render
 from bot.platforms.telegram.adapter import TelegramPlatform, community_ref, is_in_chat, user_ref
 from commands import dispatch
+from commands.guard import guard_of
 from commands.registry import REGISTRY, CommandContext, Reply
 
 if TYPE_CHECKING:
@@ -406,6 +408,11 @@ class Handlers:
             return
         group = chat.id if chat.type in GROUPS else await self.tg.home_group(user.id)
         if group is None or not await self.tg.is_admin(group, user.id):
+            pressed = REGISTRY.get(line.split()[0])
+            if group is not None and pressed is not None and pressed.audience != Audience.MEMBER:
+                guard_of(self.engine).forbidden(
+                    self.tg.name, str(group), str(user.id), pressed.name
+                )
             await query.answer(self._plain(t("telegram.button.admins_only")), show_alert=True)
             return
         await query.answer()
