@@ -326,6 +326,8 @@ async def revoke(
     """An admin takes a referral back (``/referral-revoke``): as ``take_back``, and the
     referrer is told why. Returns how many grants were revoked."""
     withdrawn = await take_back(repo, ctx, referral, reason, actor)
+    if referral.status in (ReferralStatus.LEFT, ReferralStatus.EXPIRED):
+        return withdrawn  # it had stopped counting on its own: nothing changes for the referrer
     referrer = await repo.participant(referral.referrer_id)
     member = await repo.participant(referral.referred_id)
     community = await repo.community_by_id(referral.community_id)
