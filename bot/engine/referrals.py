@@ -269,7 +269,7 @@ async def _after_conversions(
         )
         grant_rows += rewards.referee_grant_rows(mine, referred, settings[program_id], now)
     created = await repo.insert_grants(grant_rows)
-    await rewards.tell_granted(repo, created, referrers | referred, home, settings, now)
+    await rewards.tell_granted(repo, created, referrers | referred, home, settings, now, ctx)
     return len(created)
 
 

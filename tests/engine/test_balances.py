@@ -6,8 +6,12 @@ Every test runs on SQLite and PostgreSQL (the ``harness`` fixture) through the c
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from bot.engine.admin import Actor
 from bot.engine.clock import DAY, HOUR
+from bot.engine.context import Capabilities
+from bot.engine.events import CommunityRef, JoinSource, MemberJoined, MessagePosted, UserRef
 from bot.engine.fraud import review
 from bot.engine.fraud.detectors import NewFlag
 from bot.engine.text import t
@@ -337,3 +341,30 @@ async def test_a_tier_taken_back_before_its_announcement_is_never_announced(harn
     await h.say("ada", "/referral-revoke 1 duplicate")
     said = await h.advance(60)
     assert not any("#lounge/news" in line for line in said)
+
+
+async def test_no_role_change_is_queued_where_the_platform_has_no_roles(harness: Harness):
+    """A group on a platform without roles (like Telegram) linked into a program that has a
+    role tier: its members reach the tier, and no undeliverable role change is queued."""
+    h = harness
+    await admin_setup(h, "/tier-add Helper 1 role Helper")
+    h.engine.ctx.capabilities["noroles"] = Capabilities(roles=False)
+    group = CommunityRef("noroles", "g1", "group")
+    await h.engine.community(group)
+    token = await h.engine.link_token(h.console.community("lounge").ref, CONSOLE)
+    await h.engine.link_program(group, CONSOLE, token)
+    eve, fay = UserRef("eve", "eve"), UserRef("fay", "fay")
+    await h.engine.member_joined(MemberJoined(group, eve))
+    info = await h.engine.invite(group, eve, h.console.create_referral_link)
+    await h.engine.member_joined(MemberJoined(group, fay, JoinSource.INVITE_LINK, info.code))
+    h.engine.message_posted(MessagePosted(group, fay))
+    await h.advance(DAY)
+    await h.engine.member_joined(MemberJoined(group, eve))  # a duplicate join changes nothing
+
+    async def kinds(repo):
+        rows = await repo.conn.execute(sa.text("SELECT platform, kind FROM outbox"))
+        return {(p, k) for p, k in rows}
+
+    queued = await h.engine.store.read(kinds)
+    assert ("noroles", "dm") in queued  # eve was told she reached Helper
+    assert not any(k in ("grant_role", "revoke_role") for _, k in queued)

@@ -201,7 +201,7 @@ async def release_referrals(
         tiers = await repo.tiers(program_id)
         rows += tier_grant_rows(program_id, mine, counts, tiers, settings[program_id], now)
     created = await repo.insert_grants(rows)
-    await tell_granted(repo, created, referrers, home, settings, now)
+    await tell_granted(repo, created, referrers, home, settings, now, ctx)
 
 
 async def _tell_approved(
