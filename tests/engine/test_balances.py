@@ -368,3 +368,17 @@ async def test_no_role_change_is_queued_where_the_platform_has_no_roles(harness:
     queued = await h.engine.store.read(kinds)
     assert ("noroles", "dm") in queued  # eve was told she reached Helper
     assert not any(k in ("grant_role", "revoke_role") for _, k in queued)
+
+
+async def test_a_referral_approved_after_its_due_date_is_dated_by_the_approval(harness: Harness):
+    h = harness
+    await admin_setup(h, "/set risk-mode hold", "/set moderator-channel #mods")
+    await h.console.join("alice")
+    await h.console.join("kid", via="alice", age_days=1)  # young account: held at once
+    await h.console.say("kid", "hello")
+    await h.advance(5 * DAY)  # Tuesday of week 2; it was due on Friday of week 1
+    said = await h.say("mo", "/fraud-approve 1")
+    assert any("The moderators reviewed your referral of kid" in line for line in said)
+    said = await h.advance(HOUR)
+    assert any("kid now counts as your referral" in line for line in said)
+    assert "1. alice: 1 referral" in (await h.say("alice", "/leaderboard week"))[0]

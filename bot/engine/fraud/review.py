@@ -156,7 +156,9 @@ async def release_referrals(
                 "status": (
                     ReferralStatus.CONVERTED if r.converted_at else ReferralStatus.PENDING
                 ).value,
-                "due_at": min(r.due_at, now) if not r.converted_at else r.due_at,
+                # A held pending referral could not convert before now: due at once if its
+                # time has passed, and dated from the approval, not from before the review.
+                "due_at": max(r.due_at, now) if not r.converted_at else r.due_at,
                 "converted_at": r.converted_at,
                 "ended_at": None,
                 "reason": None,
