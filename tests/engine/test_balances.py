@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from bot.engine import rewards
 from bot.engine.admin import Actor
 from bot.engine.clock import DAY, HOUR
 from bot.engine.context import Capabilities
@@ -382,3 +383,32 @@ async def test_a_referral_approved_after_its_due_date_is_dated_by_the_approval(h
     said = await h.advance(HOUR)
     assert any("kid now counts as your referral" in line for line in said)
     assert "1. alice: 1 referral" in (await h.say("alice", "/leaderboard week"))[0]
+
+
+async def test_a_crash_after_the_sweep_before_the_roles_step_loses_nothing(
+    harness: Harness, monkeypatch
+):
+    """The conversions commit; the process dies before the step that tells members and gives
+    roles whose holding period ended. The next sweep does that step, once."""
+    h = harness
+    await admin_setup(h, "/set holding-days 1", "/tier-add Helper 1 role Helper")
+    await h.console.join("alice")
+    await convert(h, "bob")  # granted; the role waits one day
+    real = rewards.apply_due_roles
+    calls = 0
+
+    async def crash_once(repo, ctx):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("process killed")
+        return await real(repo, ctx)
+
+    monkeypatch.setattr(rewards, "apply_due_roles", crash_once)
+    said = await h.advance(DAY)
+    assert role_lines(said) == []  # the job failed this time
+    said = await h.advance(300)
+    assert role_lines(said) == ["[bot -> #lounge] (role Helper given to @alice)"]
+    assert sum("holding period of Helper is over" in line for line in said) == 1
+    said = await h.advance(DAY)
+    assert role_lines(said) == [] and not any("holding period" in line for line in said)
