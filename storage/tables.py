@@ -327,11 +327,13 @@ outbox = Table(
 grants.append_column(Column("epoch", Integer, nullable=False, server_default="0"))
 grants.append_column(Column("ready_told_at", BigInteger))
 grants.append_column(Column("waiting_since", BigInteger))
+# The sweep's "holding period over, not told yet": status = 'available' AND ready_told_at IS NULL
+# AND available_at <= now, in available_at order, read from the head of this index.
 Index(
     "ix_grants_ready_untold",
+    grants.c.status,
+    grants.c.ready_told_at,
     grants.c.available_at,
-    sqlite_where=text("ready_told_at IS NULL"),
-    postgresql_where=text("ready_told_at IS NULL"),
 )
 Index(
     "ix_grants_pool_waiting",
@@ -365,3 +367,6 @@ inbox = Table(
         postgresql_where=text("processed_at IS NULL"),
     ),
 )
+
+# A referral's own grants (the newcomer's reward), held, released or revoked with it.
+Index("ix_grants_referral", grants.c.referral_id)

@@ -178,7 +178,7 @@ async def grant_to_qualified(
     rows = tier_grant_rows(community.program_id, people, counts, [tier], s, now)
     created = await repo.insert_grants(rows)
     home = {pid: community for pid in people}
-    await tell_granted(repo, created, people, home, {community.program_id: s}, now)
+    await tell_granted(repo, created, people, home, {community.program_id: s}, now, ctx)
     return len(created)
 
 

@@ -280,7 +280,7 @@ async def process_joins(
 
     await repo.insert_memberships(new_memberships)
     await repo.update_memberships(rejoins)
-    await rewards.roles_on_arrival(repo, arrivals, now)
+    await rewards.roles_on_arrival(repo, arrivals, now, ctx)
     referral_ids = await repo.insert_referrals(referral_rows)
     by_referred = {
         row["referred_id"]: rid for row, rid in zip(referral_rows, referral_ids, strict=True)
@@ -611,7 +611,7 @@ async def flush_activity(
             role_updates[m.id] = "\n".join(a.roles)
     await repo.insert_memberships(list(new_memberships.values()))
     await rewards.roles_on_arrival(
-        repo, [(pid, comm_by_id[cid], 1) for cid, pid in new_memberships], now
+        repo, [(pid, comm_by_id[cid], 1) for cid, pid in new_memberships], now, ctx
     )
     await repo.add_message_counts(list(per_participant.items()), list(per_membership.items()))
     await repo.update_memberships([{"mid": mid, "roles": r} for mid, r in role_updates.items()])
@@ -683,7 +683,7 @@ async def touch(
         await repo.insert_memberships(
             [_membership_row(person.id, c.id, now, joined=False, roles="\n".join(roles or ()))]
         )
-        await rewards.roles_on_arrival(repo, [(person.id, c, 1)], now)
+        await rewards.roles_on_arrival(repo, [(person.id, c, 1)], now, ctx)
     elif roles is not None and tuple(roles) != here.roles:
         await repo.update_memberships([{"mid": here.id, "roles": "\n".join(roles)}])
     if user.display_name and user.display_name[:200] != person.display_name:

@@ -297,7 +297,7 @@ async def _after_conversions(
         )
         grant_rows += rewards.referee_grant_rows(mine, referred, settings[program_id], now)
     created = await repo.insert_grants(grant_rows)
-    await rewards.tell_granted(repo, created, referrers | referred, home, settings, now)
+    await rewards.tell_granted(repo, created, referrers | referred, home, settings, now, ctx)
     return len(created)
 
 
@@ -354,6 +354,8 @@ async def revoke(
     """An admin takes a referral back (``/referral-revoke``): as ``take_back``, and the
     referrer is told why. Returns how many grants were revoked."""
     withdrawn = await take_back(repo, ctx, referral, reason, actor)
+    if referral.status in (ReferralStatus.LEFT, ReferralStatus.EXPIRED):
+        return withdrawn  # it had stopped counting on its own: nothing changes for the referrer
     referrer = await repo.participant(referral.referrer_id)
     member = await repo.participant(referral.referred_id)
     community = await repo.community_by_id(referral.community_id)

@@ -124,6 +124,7 @@ async def tell_granted(
     home: dict[int, Community],
     settings: dict[int, ProgramSettings],
     now: int,
+    ctx: EngineContext | None = None,
 ) -> None:
     """Tell each member what they got (one outbox write), and apply role rewards due now."""
     rows = []
@@ -148,11 +149,15 @@ async def tell_granted(
             to_user(home[g.participant_id], person.user_id, text, locale, f"granted:{g.id}", now)
         )
     await repo.add_outbox(rows)
-    await apply_roles(repo, [g for g in created if g.available_at <= now], people, now)
+    await apply_roles(repo, [g for g in created if g.available_at <= now], people, now, ctx)
 
 
 async def apply_roles(
-    repo: Repository, grants: Iterable[Grant], people: dict[int, Participant], now: int
+    repo: Repository,
+    grants: Iterable[Grant],
+    people: dict[int, Participant],
+    now: int,
+    ctx: EngineContext | None = None,
 ) -> None:
     """Role rewards are applied, not claimed: give the role in every community the member is in.
 
@@ -163,7 +168,7 @@ async def apply_roles(
         return
     epochs = await repo.apply_role_grants([g.id for g in due], now)
     applied = [(g, epochs[g.id]) for g in due if g.id in epochs]
-    await repo.add_outbox(await role_changes(repo, applied, people, give=True, now=now))
+    await repo.add_outbox(await role_changes(repo, applied, people, give=True, now=now, ctx=ctx))
 
 
 def role_key(give: bool, grant_id: int, community_id: int, epoch: int, join_count: int) -> str:
@@ -184,8 +189,10 @@ async def role_changes(
     *,
     give: bool,
     now: int,
+    ctx: EngineContext | None = None,
 ) -> list[dict]:
-    """A grant_role / revoke_role item per (grant, epoch) for every community the member is in."""
+    """A grant_role / revoke_role item per (grant, epoch) for every community the member is in
+    (where the platform has roles)."""
     if not grants:
         return []
     memberships = await repo.memberships_of({g.participant_id for g, _ in grants})
@@ -199,18 +206,27 @@ async def role_changes(
         person = people[g.participant_id]
         for m in memberships.get(person.id, []):
             community = places.get(m.community_id)
-            if m.left_at is None and community is not None:
+            if m.left_at is None and community is not None and _has_roles(ctx, community):
                 key = role_key(give, g.id, community.id, epoch, m.join_count)
                 rows.append(role_change(community, person.user_id, g.value, give, key, now))
     return rows
 
 
+def _has_roles(ctx: EngineContext | None, community: Community) -> bool:
+    """A program may span a platform without roles (Telegram): no role changes there."""
+    return ctx is None or ctx.caps(community.platform).roles
+
+
 async def roles_on_arrival(
-    repo: Repository, arrivals: list[tuple[int, Community, int]], now: int
+    repo: Repository,
+    arrivals: list[tuple[int, Community, int]],
+    now: int,
+    ctx: EngineContext | None = None,
 ) -> None:
     """A member arrives in a community of the program (a join, a rejoin, first seen there):
     every role reward they hold is given there too. ``arrivals``: (participant, community,
     join count of that membership)."""
+    arrivals = [a for a in arrivals if _has_roles(ctx, a[1])]
     if not arrivals:
         return
     applied = await repo.applied_roles_of({pid for pid, _, _ in arrivals})
@@ -241,7 +257,7 @@ async def apply_due_roles(repo: Repository, ctx: EngineContext) -> int:
         await _tell_ready(repo, ctx, ready, now)
     due = await repo.due_role_grants(now, ctx.sweep_batch)
     people = await repo.participants(g.participant_id for g in due)
-    await apply_roles(repo, due, people, now)
+    await apply_roles(repo, due, people, now, ctx)
     return len(due) + len(ready)
 
 
@@ -289,7 +305,9 @@ def _takes_back(g: Grant) -> bool:
     )
 
 
-async def _revoke(repo: Repository, grants: list[Grant], now: int) -> list[dict]:
+async def _revoke(
+    repo: Repository, grants: list[Grant], now: int, ctx: EngineContext | None = None
+) -> list[dict]:
     """Revoke grants; roles still given are taken away everywhere. Returns the role changes."""
     await repo.revoke_grants([g.id for g in grants], now)
     applied = [
@@ -297,7 +315,7 @@ async def _revoke(repo: Repository, grants: list[Grant], now: int) -> list[dict]
         for g in grants
         if g.kind == RewardKind.ROLE and g.status == GrantStatus.REDEEMED
     ]
-    return await role_changes(repo, applied, {}, give=False, now=now)
+    return await role_changes(repo, applied, {}, give=False, now=now, ctx=ctx)
 
 
 async def hold(
@@ -316,7 +334,7 @@ async def hold(
         (g, g.epoch) for g in held if g.kind == RewardKind.ROLE and g.status == GrantStatus.REDEEMED
     ]
     people = await repo.participants(g.participant_id for g in held)
-    rows = await role_changes(repo, applied, people, give=False, now=now)
+    rows = await role_changes(repo, applied, people, give=False, now=now, ctx=ctx)
     settings = await communities.settings_for(repo, ctx, {g.program_id for g in held})
     for g in held:
         person, where = people[g.participant_id], home.get(g.participant_id)
@@ -348,7 +366,7 @@ async def release(
         return
     people = await repo.participants(g.participant_id for g in grants if g.id in epochs)
     back = [g for g in await _reload(repo, people) if g.id in epochs]
-    await apply_roles(repo, [g for g in back if g.available_at <= now], people, now)
+    await apply_roles(repo, [g for g in back if g.available_at <= now], people, now, ctx)
     settings = await communities.settings_for(repo, ctx, {g.program_id for g in back})
     rows = []
     for g in back:
@@ -415,7 +433,7 @@ async def revoke_above_count(
     ]
     if not revoked:
         return 0
-    rows = await _revoke(repo, revoked, now)
+    rows = await _revoke(repo, revoked, now, ctx)
     for g in revoked:
         rows.append(
             to_user(
@@ -451,7 +469,7 @@ async def revoke_referee(
     revoked = [g for g in await repo.grants_of_referrals([referral.id]) if _takes_back(g)]
     if not revoked:
         return 0
-    rows = await _revoke(repo, revoked, now)
+    rows = await _revoke(repo, revoked, now, ctx)
     people = await repo.participants(g.participant_id for g in revoked)
     for g in revoked:
         person = people[g.participant_id]

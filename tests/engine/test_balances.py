@@ -6,8 +6,13 @@ Every test runs on SQLite and PostgreSQL (the ``harness`` fixture) through the c
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
+from bot.engine import rewards
 from bot.engine.admin import Actor
 from bot.engine.clock import DAY, HOUR
+from bot.engine.context import Capabilities
+from bot.engine.events import CommunityRef, JoinSource, MemberJoined, MessagePosted, UserRef
 from bot.engine.fraud import review
 from bot.engine.fraud.detectors import NewFlag
 from bot.engine.text import t
@@ -337,3 +342,73 @@ async def test_a_tier_taken_back_before_its_announcement_is_never_announced(harn
     await h.say("ada", "/referral-revoke 1 duplicate")
     said = await h.advance(60)
     assert not any("#lounge/news" in line for line in said)
+
+
+async def test_no_role_change_is_queued_where_the_platform_has_no_roles(harness: Harness):
+    """A group on a platform without roles (like Telegram) linked into a program that has a
+    role tier: its members reach the tier, and no undeliverable role change is queued."""
+    h = harness
+    await admin_setup(h, "/tier-add Helper 1 role Helper")
+    h.engine.ctx.capabilities["noroles"] = Capabilities(roles=False)
+    group = CommunityRef("noroles", "g1", "group")
+    await h.engine.community(group)
+    token = await h.engine.link_token(h.console.community("lounge").ref, CONSOLE)
+    await h.engine.link_program(group, CONSOLE, token)
+    eve, fay = UserRef("eve", "eve"), UserRef("fay", "fay")
+    await h.engine.member_joined(MemberJoined(group, eve))
+    info = await h.engine.invite(group, eve, h.console.create_referral_link)
+    await h.engine.member_joined(MemberJoined(group, fay, JoinSource.INVITE_LINK, info.code))
+    h.engine.message_posted(MessagePosted(group, fay))
+    await h.advance(DAY)
+    await h.engine.member_joined(MemberJoined(group, eve))  # a duplicate join changes nothing
+
+    async def kinds(repo):
+        rows = await repo.conn.execute(sa.text("SELECT platform, kind FROM outbox"))
+        return {(p, k) for p, k in rows}
+
+    queued = await h.engine.store.read(kinds)
+    assert ("noroles", "dm") in queued  # eve was told she reached Helper
+    assert not any(k in ("grant_role", "revoke_role") for _, k in queued)
+
+
+async def test_a_referral_approved_after_its_due_date_is_dated_by_the_approval(harness: Harness):
+    h = harness
+    await admin_setup(h, "/set risk-mode hold", "/set moderator-channel #mods")
+    await h.console.join("alice")
+    await h.console.join("kid", via="alice", age_days=1)  # young account: held at once
+    await h.console.say("kid", "hello")
+    await h.advance(5 * DAY)  # Tuesday of week 2; it was due on Friday of week 1
+    said = await h.say("mo", "/fraud-approve 1")
+    assert any("The moderators reviewed your referral of kid" in line for line in said)
+    said = await h.advance(HOUR)
+    assert any("kid now counts as your referral" in line for line in said)
+    assert "1. alice: 1 referral" in (await h.say("alice", "/leaderboard week"))[0]
+
+
+async def test_a_crash_after_the_sweep_before_the_roles_step_loses_nothing(
+    harness: Harness, monkeypatch
+):
+    """The conversions commit; the process dies before the step that tells members and gives
+    roles whose holding period ended. The next sweep does that step, once."""
+    h = harness
+    await admin_setup(h, "/set holding-days 1", "/tier-add Helper 1 role Helper")
+    await h.console.join("alice")
+    await convert(h, "bob")  # granted; the role waits one day
+    real = rewards.apply_due_roles
+    calls = 0
+
+    async def crash_once(repo, ctx):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("process killed")
+        return await real(repo, ctx)
+
+    monkeypatch.setattr(rewards, "apply_due_roles", crash_once)
+    said = await h.advance(DAY)
+    assert role_lines(said) == []  # the job failed this time
+    said = await h.advance(300)
+    assert role_lines(said) == ["[bot -> #lounge] (role Helper given to @alice)"]
+    assert sum("holding period of Helper is over" in line for line in said) == 1
+    said = await h.advance(DAY)
+    assert role_lines(said) == [] and not any("holding period" in line for line in said)

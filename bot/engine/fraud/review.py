@@ -157,7 +157,9 @@ async def release_referrals(
                 "status": (
                     ReferralStatus.CONVERTED if r.converted_at else ReferralStatus.PENDING
                 ).value,
-                "due_at": min(r.due_at, now) if not r.converted_at else r.due_at,
+                # A held pending referral could not convert before now: due at once if its
+                # time has passed, and dated from the approval, not from before the review.
+                "due_at": max(r.due_at, now) if not r.converted_at else r.due_at,
                 "converted_at": r.converted_at,
                 "ended_at": None,
                 "reason": None,
@@ -202,7 +204,7 @@ async def release_referrals(
         tiers = await repo.tiers(program_id)
         rows += tier_grant_rows(program_id, mine, counts, tiers, settings[program_id], now)
     created = await repo.insert_grants(rows)
-    await tell_granted(repo, created, referrers, home, settings, now)
+    await tell_granted(repo, created, referrers, home, settings, now, ctx)
 
 
 async def _tell_approved(

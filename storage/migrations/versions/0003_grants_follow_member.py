@@ -23,11 +23,10 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("waiting_since", sa.BigInteger(), nullable=True))
         batch_op.create_index(
             "ix_grants_ready_untold",
-            ["available_at"],
+            ["status", "ready_told_at", "available_at"],
             unique=False,
-            sqlite_where=sa.text("ready_told_at IS NULL"),
-            postgresql_where=sa.text("ready_told_at IS NULL"),
         )
+        batch_op.create_index("ix_grants_referral", ["referral_id"], unique=False)
         batch_op.create_index(
             "ix_grants_pool_waiting",
             ["program_id", "waiting_since"],
@@ -47,6 +46,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("grants", schema=None) as batch_op:
         batch_op.drop_index("ix_grants_pool_waiting")
+        batch_op.drop_index("ix_grants_referral")
         batch_op.drop_index("ix_grants_ready_untold")
         batch_op.drop_column("waiting_since")
         batch_op.drop_column("ready_told_at")
