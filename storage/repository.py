@@ -583,6 +583,28 @@ class Repository:
         )
         return [r[0] for r in rows]
 
+    async def join_record(
+        self, community_id: int, participant_id: int
+    ) -> tuple[str | None, list[str], int | None, int | None] | None:
+        """How a member's latest join was recorded: (source, candidates, joined_at, left_at)."""
+        row = (
+            await self.conn.execute(
+                sa.select(
+                    memberships.c.join_source,
+                    memberships.c.join_details,
+                    memberships.c.joined_at,
+                    memberships.c.left_at,
+                ).where(
+                    memberships.c.community_id == community_id,
+                    memberships.c.participant_id == participant_id,
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        details = json.loads(row.join_details) if row.join_details else {}
+        return row.join_source, list(details.get("candidates") or []), row.joined_at, row.left_at
+
     # -- referrals --------------------------------------------------------------------------
 
     async def referral_of_referred(self, program_id: int, participant_id: int) -> Referral | None:

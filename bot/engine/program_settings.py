@@ -57,6 +57,12 @@ class ProgramSettings:
     review_deadline_action: str = "approve"  # approve | reject
     moderator_community_id: int | None = None
     moderator_channel: str | None = None
+    # Welcome and join/leave log (docs/configuration.md)
+    welcome_off: bool = False  # welcome-text off: no welcome message at all
+    welcome_community_id: int | None = None
+    welcome_channel: str | None = None  # None: the community's default channel
+    log_community_id: int | None = None
+    log_channel: str | None = None  # None: no join/leave log
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,6 +157,8 @@ SETTING_KEYS = (
     "empty-share",
     "review-deadline",
     "moderator-channel",
+    "welcome-channel",
+    "log-channel",
 )
 RISK_MODES = ("off", "flag", "hold")
 DETECTORS = (
@@ -199,8 +207,18 @@ def apply_setting(
     if key == "holding-days":
         return replace(current, holding_days=_int_in(key, raw, 0, 365))
     if key == "welcome-text":
+        if raw.strip().lower() == "off":
+            return replace(current, welcome_off=True)
         text = _template(key, raw, 1000, WELCOME_PLACEHOLDERS)
-        return replace(current, welcome_text=None if text.lower() == "default" else text)
+        return replace(
+            current, welcome_off=False, welcome_text=None if text.lower() == "default" else text
+        )
+    if key in ("welcome-channel", "log-channel"):
+        channel = _channel(key, raw)
+        where = community_id if channel else None
+        if key == "welcome-channel":
+            return replace(current, welcome_community_id=where, welcome_channel=channel)
+        return replace(current, log_community_id=where, log_channel=channel)
     if key == "rules-text":
         text = _template(key, raw, 2000, ())
         return replace(current, rules_text=None if text.lower() == "default" else text)

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from bot.engine import admin, communities, leaderboard, members, referrals, rewards
+from bot.engine import admin, communities, leaderboard, members, referrals, rewards, who_invited
 from bot.engine import codes as codes_mod
 from bot.engine.admin import Actor
 from bot.engine.context import EngineContext
@@ -595,3 +595,17 @@ class ReferralEngine:
             return await repo.links_of_participant(community.id, person.id)
 
         return await self.store.read(op)
+
+    async def who_invited(self, ref: CommunityRef, member: str) -> who_invited.JoinStory:
+        """Who brought this member, how and when, and what became of it (moderators)."""
+        community = await self.community(ref)
+        return await self.store.read(lambda repo: who_invited.story(repo, community, member))
+
+    async def settle_join(
+        self, ref: CommunityRef, actor: Actor, member: str, code: str
+    ) -> tuple[Participant, Participant]:
+        """A moderator credits an ambiguous join to one of its candidates (audited)."""
+        community = await self.community(ref)
+        return await self.store.write(
+            lambda repo: who_invited.settle(repo, self.ctx, community, member, code, str(actor))
+        )

@@ -29,7 +29,7 @@ from bot.platforms.discord.diagnostics import diagnose_guild, still_true
 from bot.platforms.discord.interactions import Interactions, member_roles
 from bot.platforms.discord.invites import InviteTracker
 from bot.platforms.discord.render import render
-from bot.platforms.discord.slash import build_payload, tree_hash
+from bot.platforms.discord.slash import build_payload, discord_catalog, tree_hash
 from bot.platforms.discord.state import AdapterState, state_dir_for
 from commands.registry import REGISTRY
 from config.i18n import Catalog
@@ -123,7 +123,7 @@ class DiscordPlatform:
     def bind(self, app: App) -> None:
         """Attach to the app without connecting (tests connect the client to a simulator)."""
         self.app = app
-        self.catalog = app.catalog
+        self.catalog = discord_catalog(app.catalog)
         if self.state_dir is None:
             self.state = AdapterState(
                 state_dir_for(app.settings.database.url) / "discord-state.json"
