@@ -50,6 +50,7 @@ SOURCES = {
 
 
 MAX_INVITES = 30016  # Discord: "Maximum number of invites reached (1000)"
+INVITE_PROBLEMS = ("check.discord.invite_cap", "check.discord.invite_refused")
 
 
 def _invite_code(url: str) -> str:
@@ -209,7 +210,19 @@ class DiscordPlatform:
             ) from exc
         self.state.remember_invite(str(guild.id), invite.code, code)
         self.tracker.personal_created(guild, invite, code)
+        self._invites_work_again(guild)
         return invite.url
+
+    def _invites_work_again(self, guild: discord.Guild) -> None:
+        """An invite was made: earlier refusals (the cap...) are no longer true."""
+        known = self.problems.get(guild.id, [])
+        stale = [p for p in known if p.key in INVITE_PROBLEMS]
+        if not stale:
+            return
+        self.problems[guild.id] = [p for p in known if p.key not in INVITE_PROBLEMS]
+        for what in [k for k in self.state.data.get("notices", {}).get(str(guild.id), {})]:
+            if what.startswith("invite-"):
+                self.state.forget_notice(str(guild.id), what)
 
     async def _invite_refused(
         self, guild: discord.Guild, channel: discord.TextChannel, exc: discord.HTTPException

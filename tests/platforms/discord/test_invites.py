@@ -48,6 +48,11 @@ async def test_the_invite_cap_reaches_the_member_the_admins_and_check(world: Wor
     assert len(told) == 1
     check = (await world.admin.slash(world.general, "referral-admin check")).response.content
     assert "limit of 1000 invites" in check
+    # the admins made room: the next /invite works and /check no longer says it
+    r = await alice.slash(world.general, "invite")
+    assert "discord.gg" in r.response.content
+    check = (await world.admin.slash(world.general, "referral-admin check")).response.content
+    assert "limit of 1000 invites" not in check
 
 
 async def test_a_refused_invite_tells_the_admins_why(world: World) -> None:
