@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.engine import codes
+from bot.engine.admin import Actor
 from bot.engine.context import Capabilities
 from bot.engine.errors import UserError
 from bot.engine.events import (
@@ -22,6 +23,7 @@ from bot.engine.events import (
 )
 from bot.engine.models import Community, OutboxItem
 from bot.engine.text import Text, t
+from bot.platforms.discord import join_sources
 from bot.platforms.discord.attribution import Verdict
 from bot.platforms.discord.client import ReferralClient, shard_options
 from bot.platforms.discord.delivery import ROLE_KINDS, WAITING, Deliverer, find_channel
@@ -107,6 +109,7 @@ class DiscordPlatform:
         self.problems: dict[int, list[Text]] = {}  # delivery failures only an admin can fix
         self._inviter_codes: dict[tuple[int, str], str] = {}
         self._task: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
         self.members_intent = members_intent
         self.client = ReferralClient(self, members_intent, **shard_options(settings))
         self.tracker = InviteTracker(self.client, self._joins, self._owner_code, burst_window)
@@ -159,6 +162,8 @@ class DiscordPlatform:
         for g in self.tracker.guilds.values():
             for task in g.tasks():
                 task.cancel()
+        for task in list(self._background):
+            task.cancel()
         if not self.client.is_closed():
             await self.client.close()
         if self._task is not None:
@@ -431,6 +436,15 @@ class DiscordPlatform:
         results = await asyncio.gather(
             *(self.app.engine.member_joined(e) for e in events), return_exceptions=True
         )
+        ambiguous = [
+            (m.id, v.candidates) for m, v in zip(members, verdicts, strict=True) if v.candidates
+        ]
+        if ambiguous and self.settings.members_search:
+            task = asyncio.create_task(
+                self._settle_from_join_data(guild, ambiguous), name="discord-members-search"
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         for event, result in zip(events, results, strict=True):
             if isinstance(result, BaseException):
                 log.error(
@@ -439,6 +453,31 @@ class DiscordPlatform:
                     event.user.user_id,
                     result,
                 )
+
+    async def _settle_from_join_data(
+        self, guild: discord.Guild, joins: list[tuple[int, tuple[str, ...]]]
+    ) -> None:
+        """discord.members_search: credit an ambiguous join only when Discord's own join data
+        names an invite that is one of its candidates (see join_sources.py)."""
+        await asyncio.sleep(join_sources.SEARCH_AFTER)
+        if self.app is None:
+            return
+        try:
+            used = await join_sources.join_invites(self.client, guild.id, [u for u, _ in joins])
+        except (discord.HTTPException, TimeoutError) as exc:
+            log.warning("event=discord.members_search_failed guild=%s error=%s", guild.id, exc)
+            return
+        personal = self.tracker.state(guild.id).personal
+        actor = Actor(join_sources.ACTOR_ID, join_sources.ACTOR_NAME)
+        for user_id, candidates in joins:
+            code = personal.get(used.get(user_id, ""))
+            if code is None or code not in candidates:
+                continue
+            try:
+                await self.app.engine.settle_join(self.ref(guild), actor, str(user_id), code)
+                log.info("event=discord.join_settled guild=%s by=members-search", guild.id)
+            except UserError as exc:  # already credited, left meanwhile...
+                log.info("event=discord.join_not_settled guild=%s why=%s", guild.id, exc.text.key)
 
     async def _owner_code(self, guild: discord.Guild, user_id: str) -> str | None:
         """The referral code of a member who made an invite themselves (issued if missing)."""

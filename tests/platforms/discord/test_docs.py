@@ -23,9 +23,9 @@ def test_the_documented_permissions_are_the_ones_the_bot_needs() -> None:
     optional = int(re.search(r"integer with it: \*\*(\d+)\*\*", text).group(1))
     assert optional == invite_permissions(invite_events=True).value
     for name, bit in re.findall(r"\| ([A-Z][A-Za-z ]+) \| [^|]+ \| `1 << (\d+)`", text):
-        assert discord.Permissions(1 << int(bit)) == discord.Permissions(
-            **{_flag(name): True}
-        ), name
+        assert discord.Permissions(1 << int(bit)) == discord.Permissions(**{_flag(name): True}), (
+            name
+        )
 
 
 def _flag(name: str) -> str:
