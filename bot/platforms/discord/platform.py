@@ -370,7 +370,7 @@ class DiscordPlatform:
         if not self._ready_seen:
             return  # the first ready reconciles every guild
         try:
-            await self.guild_ready(guild)
+            await self.guild_ready(guild, fresh=True)
         except Exception:
             log.exception("event=discord.guild_ready_failed guild=%s", guild.id)
 
@@ -381,15 +381,19 @@ class DiscordPlatform:
         await self.tracker.permissions_changed(guild)
         await self.retry_waiting(guild)
 
-    async def guild_ready(self, guild: discord.Guild) -> None:
-        """After downtime or on joining: reconcile members, refill the invite cache, report."""
+    async def guild_ready(self, guild: discord.Guild, *, fresh: bool = False) -> None:
+        """After downtime or on joining: reconcile members, refill the invite cache, report.
+
+        ``fresh``: the guild comes back from an outage; discord.py keeps the members it had
+        cached before, so who is there now is asked of Discord again (one member chunk)."""
         if self.app is None:
             return
         ref = self.ref(guild)
         if self.members_intent:
-            if not guild.chunked:
-                await guild.chunk()
-            humans = [m for m in guild.members if not m.bot]
+            members = list(guild.members)
+            if fresh or not guild.chunked:
+                members = await guild.chunk()
+            humans = [m for m in members if not m.bot]
             await self.app.engine.reconcile(
                 ref, [self.user_ref(m) for m in humans], missed_newcomers(guild, humans)
             )
