@@ -583,6 +583,11 @@ class ReferralEngine:
         community = await self.community(ref)
         return await self.store.write(lambda repo: repo.delete_links(community.id, urls))
 
+    async def links_of_departed(self, ref: CommunityRef) -> list[str]:
+        """Links made in a community for members who have left it (found after downtime)."""
+        community = await self.community(ref)
+        return await self.store.read(lambda repo: repo.links_of_departed(community.id))
+
     async def links_of_member(self, ref: CommunityRef, user_id: str) -> list[str]:
         """The links made in a community for one member's codes (to clean up when they leave)."""
         community = await self.community(ref)

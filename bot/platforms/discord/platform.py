@@ -255,12 +255,16 @@ class DiscordPlatform:
             await self.app.engine.forget_links(ref, urls)
             log.info("event=discord.personal_invite_gone guild=%s links=%d", guild.id, len(urls))
 
-    async def _clean_up_invites(self, guild: discord.Guild, user_id: int) -> None:
+    async def _clean_up_invites(self, guild: discord.Guild, user_id: int | None) -> None:
         """A member left: delete their personal invites (Discord allows 1000 per server); the
-        code stays theirs, and a new invite is made for it if they come back."""
+        code stays theirs, and a new invite is made for it if they come back. ``None``: the
+        invites of every member who has left (after downtime)."""
         assert self.app is not None
         ref = self.ref(guild)
-        urls = await self.app.engine.links_of_member(ref, str(user_id))
+        if user_id is None:
+            urls = await self.app.engine.links_of_departed(ref)
+        else:
+            urls = await self.app.engine.links_of_member(ref, str(user_id))
         if not urls:
             return
         for url in urls:
@@ -394,9 +398,14 @@ class DiscordPlatform:
             if fresh or not guild.chunked:
                 members = await guild.chunk()
             humans = [m for m in members if not m.bot]
-            await self.app.engine.reconcile(
+            result = await self.app.engine.reconcile(
                 ref, [self.user_ref(m) for m in humans], missed_newcomers(guild, humans)
             )
+            if result.left:
+                try:
+                    await self._clean_up_invites(guild, None)
+                except Exception:
+                    log.exception("event=discord.invite_cleanup_failed guild=%s", guild.id)
         else:
             await self.app.engine.community(ref)
             await self._notify_once(
