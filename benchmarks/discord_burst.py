@@ -14,6 +14,10 @@ A join is *determinable* when every join of its burst window came through invite
 then the uses alone say who invited it. Otherwise no tracker can know, and the adapter records it
 as ambiguous with the candidates instead of guessing.
 
+A third run replays ``waves`` with 5 % of the invite fetches failing (every 20th answers 500):
+the joins of a failed window are unknown, the baseline is rebuilt, and nobody may be credited
+wrongly.
+
 Run: ``python -m benchmarks.discord_burst``.
 """
 
@@ -27,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import discord
 import simcord
 
 from benchmarks.common import RESULTS, Report, log, machine_line
@@ -58,8 +63,12 @@ def arrivals(pattern: str, rng: random.Random) -> list[tuple[float, int]]:
     )
 
 
-async def scenario(pattern: str, workdir: Path) -> dict[str, Any]:
-    db = workdir / f"{pattern}.db"
+FAIL_EVERY = 20  # the faults run: every 20th invite fetch fails (5 %)
+
+
+async def scenario(pattern: str, workdir: Path, fail_every: int = 0) -> dict[str, Any]:
+    name = f"{pattern}-faults" if fail_every else pattern
+    db = workdir / f"{name}.db"
     settings = load(environ={})
     settings = replace(
         settings,
@@ -68,16 +77,42 @@ async def scenario(pattern: str, workdir: Path) -> dict[str, Any]:
         program={"dm_newcomers": "off"},
     )
     platform = DiscordPlatform(
-        settings.discord, "bench", burst_window=WINDOW, state_dir=workdir / pattern
+        settings.discord, "bench", burst_window=WINDOW, state_dir=workdir / name
     )
     app = App(settings, [platform], clock=ManualClock())
     await app.db.open()
     platform.bind(app)
     env = simcord.Env(platform.client, shard_count=1, settle_timeout=60)
     await env.start()
+    real_invites = discord.Guild.invites
+    fetched = failed = 0
+
+    async def flaky(guild: discord.Guild) -> Any:
+        nonlocal fetched, failed
+        fetched += 1
+        if fail_every and fetched % fail_every == 0:
+            failed += 1
+            # what env.inject_error does, from inside the bot's own call: Discord answers 500
+            env.backend.faults.append(
+                {
+                    "method": "GET",
+                    "path": f"/guilds/{guild.id}/invites",
+                    "status": 500,
+                    "code": 0,
+                    "message": "Internal Server Error (benchmark fault)",
+                    "times": 1,
+                }
+            )
+        return await real_invites(guild)
+
+    discord.Guild.invites = flaky  # type: ignore[method-assign]
     try:
-        return await _run(pattern, env, platform, app)
+        result = await _run(pattern, env, platform, app)
+        result["pattern"] = name
+        result["failed_fetches"] = failed
+        return result
     finally:
+        discord.Guild.invites = real_invites  # type: ignore[method-assign]
         await env.shutdown()
         await app.db.close()
 
@@ -178,7 +213,25 @@ async def run() -> dict[str, Any]:
         for pattern in ("burst", "waves"):
             log(f"{pattern}: {JOINS} joins over {INVITES} invites")
             results[pattern] = await scenario(pattern, Path(tmp))
+        log(f"waves with 1 in {FAIL_EVERY} invite fetches failing")
+        results["waves-faults"] = await scenario("waves", Path(tmp), fail_every=FAIL_EVERY)
     for pattern, r in results.items():
+        if pattern.endswith("-faults"):
+            report.add(
+                f"{pattern}: wrong attributions",
+                f"{r['wrong']} ({r['failed_fetches']} of {r['invite_fetches']} fetches failed)",
+                "0",
+                r["wrong"] == 0,
+            )
+            report.add(
+                f"{pattern}: credited / determinable",
+                f"{r['credited']} / {r['determinable']}",
+                "failed windows: unknown",
+            )
+            report.add(
+                f"{pattern}: REST calls per join", f"{r['rest_calls_per_join']:.4f}", "(rebuilds)"
+            )
+            continue
         per = r["rest_calls_per_join"]
         report.add(
             f"{pattern}: REST calls per join",

@@ -240,3 +240,58 @@ async def referrals(ctx: CommandContext) -> Reply:
         for r, who in rows
     ] or [t("referrals.none")]
     return Reply(t("referrals.body", member=person.display_name, lines=lines), private=True)
+
+
+# -- who invited a member (issue 9) ---------------------------------------------------------
+
+
+@REGISTRY.command("who-invited", MOD, [Option("member", "member", max_length=100)])
+async def who_invited(ctx: CommandContext) -> Reply:
+    story = await ctx.engine.who_invited(ctx.community, ctx.options["member"])
+    p, r = story.person, story.referral
+    lines: list[Text] = [
+        t(
+            "whoinvited.joined",
+            member=p.display_name,
+            how=t(f"whoinvited.source.{story.source or 'none'}"),
+            date=Date(story.joined_at) if story.joined_at else "-",
+        )
+    ]
+    if r is not None and story.referrer is not None:
+        lines.append(
+            t(
+                "whoinvited.referral",
+                referrer=story.referrer.display_name,
+                id=r.id,
+                status=r.status.value,
+                date=Date(r.created_at),
+                how=r.source,
+            )
+        )
+    else:
+        lines.append(t("whoinvited.nobody"))
+    if story.candidates and r is None:
+        lines.append(
+            t(
+                "whoinvited.candidates",
+                candidates=", ".join(f"{c.code} ({c.owner})" for c in story.candidates),
+            )
+        )
+    if story.left_at:
+        lines.append(t("whoinvited.left", date=Date(story.left_at)))
+    return Reply(t("whoinvited.body", lines=lines), private=True)
+
+
+@REGISTRY.command(
+    "settle-join",
+    MOD,
+    [Option("member", "member", max_length=100), Option("code", max_length=40)],
+)
+async def settle_join(ctx: CommandContext) -> Reply:
+    person, referrer = await ctx.engine.settle_join(
+        ctx.community, ctx.actor, ctx.options["member"], ctx.options["code"]
+    )
+    return Reply(
+        t("whoinvited.settled", member=person.display_name, referrer=referrer.display_name),
+        private=True,
+    )

@@ -152,14 +152,17 @@ class Command:
             parts.append(f"<{label}>" if o.required else f"[{label}]")
         return " ".join(parts)
 
-    def parse_tokens(self, tokens: Sequence[str]) -> dict[str, Any]:
-        """Positional values (console, Telegram) -> typed options; ``rest`` takes the remainder."""
+    def parse_tokens(self, tokens: Sequence[str], usage: str | None = None) -> dict[str, Any]:
+        """Positional values (console, Telegram) -> typed options; ``rest`` takes the remainder.
+
+        ``usage`` is how the platform writes the command (errors show it); default ``/name``."""
+        usage = usage or "/" + self.usage()
         values: dict[str, Any] = {}
         rest = list(tokens)
         for o in self.options:
             if not rest:
                 if o.required:
-                    raise UserError("option.missing", option=o.name, usage="/" + self.usage())
+                    raise UserError("option.missing", option=o.name, usage=usage)
                 break
             greedy = o.kind in ("rest", "raw")
             raw = " ".join(rest) if greedy else rest.pop(0)
@@ -167,19 +170,20 @@ class Command:
                 rest = []
             values[o.name] = o.parse(raw)
         if rest:
-            raise UserError("option.too_many", usage="/" + self.usage())
+            raise UserError("option.too_many", usage=usage)
         return values
 
-    def parse_named(self, raw: dict[str, Any]) -> dict[str, Any]:
+    def parse_named(self, raw: dict[str, Any], usage: str | None = None) -> dict[str, Any]:
         """Named values (Discord slash options) -> typed options, with the same checks."""
+        usage = usage or "/" + self.usage()
         unknown = sorted(set(raw) - {o.name for o in self.options})
         if unknown:
-            raise UserError("option.unknown", option=unknown[0], usage="/" + self.usage())
+            raise UserError("option.unknown", option=unknown[0], usage=usage)
         values: dict[str, Any] = {}
         for o in self.options:
             if raw.get(o.name) is None:
                 if o.required:
-                    raise UserError("option.missing", option=o.name, usage="/" + self.usage())
+                    raise UserError("option.missing", option=o.name, usage=usage)
                 continue
             values[o.name] = o.parse(str(raw[o.name]))
         return values
@@ -255,10 +259,11 @@ async def dispatch(
                 )
             ]
         try:
+            usage = ctx.usage(command)
             ctx.options = (
-                command.parse_named(named)
+                command.parse_named(named, usage)
                 if named is not None
-                else command.parse_tokens(tokens or ())
+                else command.parse_tokens(tokens or (), usage)
             )
             result = await command.handler(ctx)
         except UserError as exc:

@@ -76,6 +76,8 @@ class DiscordSettings:
     shard_count: int = 0  # 0: one process decides (AutoShardedClient when in many guilds)
     shard_ids: tuple[str, ...] = ()  # the shards this process runs, e.g. ["0", "1"]
     burst_window_ms: int = 1500  # joins within this window share one invite fetch
+    # Settle ambiguous joins later from Discord's members-search (undocumented; off by default)
+    members_search: bool = False
 
 
 @dataclass(frozen=True)

@@ -634,6 +634,47 @@ class Repository:
         )
         return [r[0] for r in rows]
 
+    async def links_of_departed(self, community_id: int) -> list[str]:
+        """Links made in a community for members who have left it."""
+        rows = await self._rows(
+            sa.select(referral_links.c.url)
+            .join(referral_codes, referral_codes.c.id == referral_links.c.code_id)
+            .join(
+                memberships,
+                sa.and_(
+                    memberships.c.participant_id == referral_codes.c.participant_id,
+                    memberships.c.community_id == referral_links.c.community_id,
+                ),
+            )
+            .where(
+                referral_links.c.community_id == community_id,
+                memberships.c.left_at.is_not(None),
+            )
+        )
+        return [r[0] for r in rows]
+
+    async def join_record(
+        self, community_id: int, participant_id: int
+    ) -> tuple[str | None, list[str], int | None, int | None] | None:
+        """How a member's latest join was recorded: (source, candidates, joined_at, left_at)."""
+        row = (
+            await self.conn.execute(
+                sa.select(
+                    memberships.c.join_source,
+                    memberships.c.join_details,
+                    memberships.c.joined_at,
+                    memberships.c.left_at,
+                ).where(
+                    memberships.c.community_id == community_id,
+                    memberships.c.participant_id == participant_id,
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        details = json.loads(row.join_details) if row.join_details else {}
+        return row.join_source, list(details.get("candidates") or []), row.joined_at, row.left_at
+
     # -- referrals --------------------------------------------------------------------------
 
     async def referral_of_referred(self, program_id: int, participant_id: int) -> Referral | None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bot.engine import codes as codes_mod
-from bot.engine import communities, rewards
+from bot.engine import communities, join_log, rewards
 from bot.engine.clock import DAY
 from bot.engine.context import EngineContext
 from bot.engine.events import CommunityRef, JoinSource, MemberJoined, MemberLeft, UserRef
@@ -281,6 +282,14 @@ async def process_joins(
     await repo.insert_memberships(new_memberships)
     await repo.update_memberships(rejoins)
     await rewards.roles_on_arrival(repo, arrivals, now, ctx)
+    await repo.add_outbox(
+        join_log.join_rows(
+            _log_lines(
+                events, results, comms, settings, people, key_of, memberships, code_rows, owners
+            ),
+            now,
+        )
+    )
     referral_ids = await repo.insert_referrals(referral_rows)
     by_referred = {
         row["referred_id"]: rid for row, rid in zip(referral_rows, referral_ids, strict=True)
@@ -303,6 +312,47 @@ async def process_joins(
     await review.record(repo, ctx, flags, now)
     await _greet(repo, ctx, [g for g, q in zip(greetings, quiet_joins, strict=True) if not q], now)
     return results
+
+
+def _log_lines(
+    events: list[MemberJoined],
+    results: list[JoinResult],
+    comms: Mapping[tuple[str, str], Community],
+    settings: Mapping[int, ProgramSettings],
+    people: Mapping[tuple[int, str, str], Participant],
+    key_of: Callable[[MemberJoined], tuple[int, str, str]],
+    memberships: Mapping[int, list[Membership]],
+    code_rows: Mapping[str, Any],
+    owners: Mapping[int, Participant],
+) -> list[join_log.JoinLine]:
+    """What the join/leave log says about each recorded join (quiet ones are not logged)."""
+    lines = []
+    for e, r in zip(events, results, strict=True):
+        c = comms[(e.community.platform, e.community.external_id)]
+        s = settings[c.program_id]
+        if r.outcome == "duplicate" or e.quiet or not join_log.wanted(s, c):
+            continue
+        person = people[key_of(e)]
+        before = next((m for m in memberships.get(person.id, []) if m.community_id == c.id), None)
+        names = []
+        for candidate in e.candidates:
+            found = code_rows.get(codes_mod.normalize(candidate) or "")
+            if found is not None and found.participant_id in owners:
+                names.append(owners[found.participant_id].display_name)
+        lines.append(
+            join_log.JoinLine(
+                c,
+                s,
+                person,
+                e.source,
+                r.outcome,
+                1 if before is None else before.join_count + 1,
+                r.credited_to,
+                r.not_credited,
+                tuple(names),
+            )
+        )
+    return lines
 
 
 def _referral_from_row(row: dict, rid: int) -> Referral:
@@ -416,9 +466,13 @@ async def _greet(repo: Repository, ctx: EngineContext, greetings: list[Greeting]
             )
         else:
             body = t("welcome.plain", member=member, community=c.name)
-        rows.append(
-            to_channel(c, None, body, locale, f"welcome:{c.id}:{person.id}:{g.join_number}", now)
-        )
+        if not s.welcome_off:
+            channel = s.welcome_channel if s.welcome_community_id == c.id else None
+            rows.append(
+                to_channel(
+                    c, channel, body, locale, f"welcome:{c.id}:{person.id}:{g.join_number}", now
+                )
+            )
         code = own_codes.get(person.id)
         if code is not None:
             rows.append(
@@ -526,6 +580,13 @@ async def process_leaves(
             continue
         open_refs = await repo.open_referrals_of_referred([person.id])
         referrers_touched.update(r.referrer_id for r in open_refs)
+        s = await communities.settings_of(repo, ctx, c.program_id)
+        if join_log.wanted(s, c):
+            by = await repo.participants({r.referrer_id for r in open_refs})
+            row = join_log.leave_row(
+                c, s, person, [p.display_name for p in by.values()], here.join_count, now
+            )
+            await repo.add_outbox([row] if row else [])
         await repo.update_referrals(
             [
                 {

@@ -148,6 +148,16 @@ class Repository(Protocol):
         """Every link made in a community for any code (active or not) of one participant."""
         ...
 
+    async def links_of_departed(self, community_id: int) -> list[str]:
+        """Links made in a community for members who have left it."""
+        ...
+
+    async def join_record(
+        self, community_id: int, participant_id: int
+    ) -> tuple[str | None, list[str], int | None, int | None] | None:
+        """How a member's latest join was recorded: (source, candidates, joined_at, left_at)."""
+        ...
+
     async def referral_of_referred(
         self, program_id: int, participant_id: int
     ) -> Referral | None: ...

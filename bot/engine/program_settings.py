@@ -57,6 +57,12 @@ class ProgramSettings:
     review_deadline_action: str = "approve"  # approve | reject
     moderator_community_id: int | None = None
     moderator_channel: str | None = None
+    # Welcome and join/leave log (docs/configuration.md)
+    welcome_off: bool = False  # welcome-text off: no welcome message at all
+    welcome_community_id: int | None = None
+    welcome_channel: str | None = None  # None: the community's default channel
+    log_community_id: int | None = None
+    log_channel: str | None = None  # None: no join/leave log
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -163,6 +169,8 @@ SETTING_KEYS = (
     "empty-share",
     "review-deadline",
     "moderator-channel",
+    "welcome-channel",
+    "log-channel",
 )
 # The longest value each text setting takes (others: 2000), checked first so the too-long
 # refusal names the setting's real limit.
@@ -214,8 +222,18 @@ def apply_setting(
     if key == "holding-days":
         return replace(current, holding_days=_int_in(key, raw, 0, 365))
     if key == "welcome-text":
+        if raw.strip().lower() == "off":
+            return replace(current, welcome_off=True)
         text = _template(key, raw, MAX_LENGTH[key], WELCOME_PLACEHOLDERS)
-        return replace(current, welcome_text=None if text.lower() == "default" else text)
+        return replace(
+            current, welcome_off=False, welcome_text=None if text.lower() == "default" else text
+        )
+    if key in ("welcome-channel", "log-channel"):
+        channel = _channel(key, raw)
+        where = community_id if channel else None
+        if key == "welcome-channel":
+            return replace(current, welcome_community_id=where, welcome_channel=channel)
+        return replace(current, log_community_id=where, log_channel=channel)
     if key == "rules-text":
         text = _template(key, raw, MAX_LENGTH[key], ())
         return replace(current, rules_text=None if text.lower() == "default" else text)

@@ -19,6 +19,7 @@ from bot.engine import (
     observe,
     referrals,
     rewards,
+    who_invited,
 )
 from bot.engine import codes as codes_mod
 from bot.engine.admin import Actor
@@ -643,6 +644,11 @@ class ReferralEngine:
         community = await self.community(ref)
         return await self.store.write(lambda repo: repo.delete_links(community.id, urls))
 
+    async def links_of_departed(self, ref: CommunityRef) -> list[str]:
+        """Links made in a community for members who have left it (found after downtime)."""
+        community = await self.community(ref)
+        return await self.store.read(lambda repo: repo.links_of_departed(community.id))
+
     async def links_of_member(self, ref: CommunityRef, user_id: str) -> list[str]:
         """The links made in a community for one member's codes (to clean up when they leave)."""
         community = await self.community(ref)
@@ -674,3 +680,17 @@ class ReferralEngine:
             )
 
         return await self.store.read(op)
+
+    async def who_invited(self, ref: CommunityRef, member: str) -> who_invited.JoinStory:
+        """Who brought this member, how and when, and what became of it (moderators)."""
+        community = await self.community(ref)
+        return await self.store.read(lambda repo: who_invited.story(repo, community, member))
+
+    async def settle_join(
+        self, ref: CommunityRef, actor: Actor, member: str, code: str
+    ) -> tuple[Participant, Participant]:
+        """A moderator credits an ambiguous join to one of its candidates (audited)."""
+        community = await self.community(ref)
+        return await self.store.write(
+            lambda repo: who_invited.settle(repo, self.ctx, community, member, code, str(actor))
+        )

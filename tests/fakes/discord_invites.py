@@ -9,6 +9,7 @@ can set the DID_REJOIN member flag (SimCord always sends flags 0).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from simcord.actors import MemberActor
 from simcord.backend import serializers
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
     from simcord.backend.models import Invite
 
 DID_REJOIN = 1 << 0
+
+# backend -> (guild id, user id) -> the invite code a join used, what Discord's members-search
+# reports as source_invite_code (tests/fakes/discord_members_search.py)
+JOINED_WITH: WeakKeyDictionary[Any, dict[tuple[int, int], str]] = WeakKeyDictionary()
 
 
 def use_invite(env: Env, code: str) -> Invite | None:
@@ -42,6 +47,8 @@ def join(
     backend = env.backend
     used_up = use_invite(env, invite) if invite is not None else None
     member = backend.add_member(guild.id, user.id)
+    if invite is not None:
+        JOINED_WITH.setdefault(backend, {})[(guild.id, user.id)] = invite
     payload: dict[str, Any] = dict(
         serializers.member_payload(backend, backend.get_guild(guild.id), member)
     )

@@ -13,6 +13,23 @@ if TYPE_CHECKING:
     from config.settings import DiscordSettings
 
 
+def invite_permissions(*, invite_events: bool = False) -> discord.Permissions:
+    """What the bot's invite URL asks for (docs/discord.md shows this integer).
+
+    ``invite_events`` adds Manage Channels: only with it does Discord send the bot
+    INVITE_CREATE and INVITE_DELETE, which keep the invite cache fresh between fetches.
+    """
+    return discord.Permissions(
+        view_channel=True,  # see the channels it posts in
+        send_messages=True,  # welcomes, announcements, notices
+        embed_links=True,  # link previews in announcements
+        create_instant_invite=True,  # personal invites
+        manage_guild=True,  # read invite uses (attribution), delete invites of leavers
+        manage_roles=True,  # role rewards
+        manage_channels=invite_events,
+    )
+
+
 def intents(members: bool = True) -> discord.Intents:
     """Guilds, members (privileged), invites, guild messages; never message content."""
     i = discord.Intents.none()

@@ -133,13 +133,14 @@ class InviteTracker:
         """On ready or on joining a guild: read every invite's uses (one fetch)."""
         g = self.state(guild.id)
         g.personal.update(personal)
+        known = set(g.personal)  # an invite made while the fetch runs is not "gone"
         async with g.lock:
             after = await self._fetch(guild, g)
             if after is not None:
                 g.baseline = after
                 g.vanity_code, g.vanity_uses = await self._vanity(guild)
         if after is not None:
-            await self._personal_gone(guild, g, [c for c in g.personal if c not in after])
+            await self._personal_gone(guild, g, sorted(c for c in known if c not in after))
 
     async def _personal_gone(self, guild: discord.Guild, g: GuildInvites, codes: list[str]) -> None:
         """Personal invites deleted on Discord (by an admin, or while the bot was away)."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.engine import codes
+from bot.engine.admin import Actor
 from bot.engine.context import Capabilities
 from bot.engine.errors import UserError
 from bot.engine.events import (
@@ -23,6 +24,7 @@ from bot.engine.events import (
 from bot.engine.models import Community, OutboxItem
 from bot.engine.text import Text, t
 from bot.platforms.base import DeliveryError
+from bot.platforms.discord import join_sources
 from bot.platforms.discord.attribution import Verdict
 from bot.platforms.discord.client import ReferralClient, shard_options
 from bot.platforms.discord.delivery import ROLE_KINDS, WAITING, Deliverer, find_channel
@@ -30,7 +32,7 @@ from bot.platforms.discord.diagnostics import diagnose_guild, still_true
 from bot.platforms.discord.interactions import Interactions, member_roles
 from bot.platforms.discord.invites import InviteTracker
 from bot.platforms.discord.render import render
-from bot.platforms.discord.slash import build_payload, tree_hash
+from bot.platforms.discord.slash import build_payload, discord_catalog, tree_hash
 from bot.platforms.discord.startup import start_failure
 from bot.platforms.discord.state import AdapterState, state_dir_for
 from commands.registry import REGISTRY
@@ -53,6 +55,7 @@ SOURCES = {
 
 
 MAX_INVITES = 30016  # Discord: "Maximum number of invites reached (1000)"
+INVITE_PROBLEMS = ("check.discord.invite_cap", "check.discord.invite_refused")
 
 
 def _invite_code(url: str) -> str:
@@ -109,6 +112,7 @@ class DiscordPlatform:
         self.problems: dict[int, list[Text]] = {}  # delivery failures only an admin can fix
         self._inviter_codes: dict[tuple[int, str], str] = {}
         self._task: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
         self.members_intent = members_intent
         self.client = ReferralClient(self, members_intent, **shard_options(settings))
         self.tracker = InviteTracker(self.client, self._joins, self._owner_code, burst_window)
@@ -126,7 +130,7 @@ class DiscordPlatform:
     def bind(self, app: App) -> None:
         """Attach to the app without connecting (tests connect the client to a simulator)."""
         self.app = app
-        self.catalog = app.catalog
+        self.catalog = discord_catalog(app.catalog)
         if self.state_dir is None:
             self.state = AdapterState(
                 state_dir_for(app.settings.database.url) / "discord-state.json"
@@ -167,6 +171,8 @@ class DiscordPlatform:
         for g in self.tracker.guilds.values():
             for task in g.tasks():
                 task.cancel()
+        for task in list(self._background):
+            task.cancel()
         if not self.client.is_closed():
             await self.client.close()
         if self._task is not None:
@@ -225,7 +231,19 @@ class DiscordPlatform:
             ) from exc
         self.state.remember_invite(str(guild.id), invite.code, code)
         self.tracker.personal_created(guild, invite, code)
+        self._invites_work_again(guild)
         return invite.url
+
+    def _invites_work_again(self, guild: discord.Guild) -> None:
+        """An invite was made: earlier refusals (the cap...) are no longer true."""
+        known = self.problems.get(guild.id, [])
+        stale = [p for p in known if p.key in INVITE_PROBLEMS]
+        if not stale:
+            return
+        self.problems[guild.id] = [p for p in known if p.key not in INVITE_PROBLEMS]
+        for what in [k for k in self.state.data.get("notices", {}).get(str(guild.id), {})]:
+            if what.startswith("invite-"):
+                self.state.forget_notice(str(guild.id), what)
 
     async def _invite_refused(
         self, guild: discord.Guild, channel: discord.TextChannel, exc: discord.HTTPException
@@ -253,12 +271,16 @@ class DiscordPlatform:
             await self.app.engine.forget_links(ref, urls)
             log.info("event=discord.personal_invite_gone guild=%s links=%d", guild.id, len(urls))
 
-    async def _clean_up_invites(self, guild: discord.Guild, user_id: int) -> None:
+    async def _clean_up_invites(self, guild: discord.Guild, user_id: int | None) -> None:
         """A member left: delete their personal invites (Discord allows 1000 per server); the
-        code stays theirs, and a new invite is made for it if they come back."""
+        code stays theirs, and a new invite is made for it if they come back. ``None``: the
+        invites of every member who has left (after downtime)."""
         assert self.app is not None
         ref = self.ref(guild)
-        urls = await self.app.engine.links_of_member(ref, str(user_id))
+        if user_id is None:
+            urls = await self.app.engine.links_of_departed(ref)
+        else:
+            urls = await self.app.engine.links_of_member(ref, str(user_id))
         if not urls:
             return
         for url in urls:
@@ -382,7 +404,7 @@ class DiscordPlatform:
         if not self._ready_seen:
             return  # the first ready reconciles every guild
         try:
-            await self.guild_ready(guild)
+            await self.guild_ready(guild, fresh=True)
         except Exception:
             log.exception("event=discord.guild_ready_failed guild=%s", guild.id)
 
@@ -393,18 +415,27 @@ class DiscordPlatform:
         await self.tracker.permissions_changed(guild)
         await self.retry_waiting(guild)
 
-    async def guild_ready(self, guild: discord.Guild) -> None:
-        """After downtime or on joining: reconcile members, refill the invite cache, report."""
+    async def guild_ready(self, guild: discord.Guild, *, fresh: bool = False) -> None:
+        """After downtime or on joining: reconcile members, refill the invite cache, report.
+
+        ``fresh``: the guild comes back from an outage; discord.py keeps the members it had
+        cached before, so who is there now is asked of Discord again (one member chunk)."""
         if self.app is None:
             return
         ref = self.ref(guild)
         if self.members_intent:
-            if not guild.chunked:
-                await guild.chunk()
-            humans = [m for m in guild.members if not m.bot]
-            await self.app.engine.reconcile(
+            members = list(guild.members)
+            if fresh or not guild.chunked:
+                members = await guild.chunk()
+            humans = [m for m in members if not m.bot]
+            result = await self.app.engine.reconcile(
                 ref, [self.user_ref(m) for m in humans], missed_newcomers(guild, humans)
             )
+            if result.left:
+                try:
+                    await self._clean_up_invites(guild, None)
+                except Exception:
+                    log.exception("event=discord.invite_cleanup_failed guild=%s", guild.id)
         else:
             await self.app.engine.community(ref)
             await self._notify_once(
@@ -448,6 +479,15 @@ class DiscordPlatform:
         results = await asyncio.gather(
             *(self.app.engine.member_joined(e) for e in events), return_exceptions=True
         )
+        ambiguous = [
+            (m.id, v.candidates) for m, v in zip(members, verdicts, strict=True) if v.candidates
+        ]
+        if ambiguous and self.settings.members_search:
+            task = asyncio.create_task(
+                self._settle_from_join_data(guild, ambiguous), name="discord-members-search"
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         for event, result in zip(events, results, strict=True):
             if isinstance(result, BaseException):
                 log.error(
@@ -456,6 +496,31 @@ class DiscordPlatform:
                     event.user.user_id,
                     result,
                 )
+
+    async def _settle_from_join_data(
+        self, guild: discord.Guild, joins: list[tuple[int, tuple[str, ...]]]
+    ) -> None:
+        """discord.members_search: credit an ambiguous join only when Discord's own join data
+        names an invite that is one of its candidates (see join_sources.py)."""
+        await asyncio.sleep(join_sources.SEARCH_AFTER)
+        if self.app is None:
+            return
+        try:
+            used = await join_sources.join_invites(self.client, guild.id, [u for u, _ in joins])
+        except (discord.HTTPException, TimeoutError) as exc:
+            log.warning("event=discord.members_search_failed guild=%s error=%s", guild.id, exc)
+            return
+        personal = self.tracker.state(guild.id).personal
+        actor = Actor(join_sources.ACTOR_ID, join_sources.ACTOR_NAME)
+        for user_id, candidates in joins:
+            code = personal.get(used.get(user_id, ""))
+            if code is None or code not in candidates:
+                continue
+            try:
+                await self.app.engine.settle_join(self.ref(guild), actor, str(user_id), code)
+                log.info("event=discord.join_settled guild=%s by=members-search", guild.id)
+            except UserError as exc:  # already credited, left meanwhile...
+                log.info("event=discord.join_not_settled guild=%s why=%s", guild.id, exc.text.key)
 
     async def _owner_code(self, guild: discord.Guild, user_id: str) -> str | None:
         """The referral code of a member who made an invite themselves (issued if missing)."""

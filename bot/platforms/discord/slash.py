@@ -8,15 +8,17 @@ Member commands are top-level (``/invite``, ``/status``...). Admin commands are 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from bot.engine.models import Audience
 from bot.engine.text import t
-from commands.registry import Command, Option
+from commands.registry import REGISTRY, Command, Option
 from config.i18n import Catalog
 
 ADMIN_GROUP = "referral-admin"
@@ -29,6 +31,41 @@ def usage_on_discord(command: Command) -> str:
         return "/" + command.usage()
     base = ADMIN_GROUP if command.audience == Audience.ADMIN else MOD_GROUP
     return f"/{base} {command.usage()}"
+
+
+_COMMAND_REF = re.compile(r"(?<![\w/:.<])/([a-z][a-z0-9-]*)")
+
+
+def discord_catalog(catalog: Catalog) -> Catalog:
+    """The catalog with every ``/command`` its sentences name written the Discord way
+    (``/tier-edit`` -> ``/referral-admin tier-edit``); values filled in later are untouched."""
+
+    def rewrite(template: Any) -> Any:
+        if isinstance(template, dict):
+            return {k: rewrite(v) for k, v in template.items()}
+        if not isinstance(template, str):
+            return template
+
+        def one(match: re.Match[str]) -> str:
+            command = REGISTRY.get(match.group(1))
+            return usage_on_discord_name(command) if command is not None else match.group(0)
+
+        return _COMMAND_REF.sub(one, template)
+
+    copied = copy.copy(catalog)
+    copied.messages = {
+        lang: {key: rewrite(value) for key, value in entries.items()}
+        for lang, entries in catalog.messages.items()
+    }
+    return copied
+
+
+def usage_on_discord_name(command: Command) -> str:
+    """``/name`` as a member types it on Discord (admin and moderator commands are grouped)."""
+    if command.audience == Audience.MEMBER:
+        return "/" + command.name
+    base = ADMIN_GROUP if command.audience == Audience.ADMIN else MOD_GROUP
+    return f"/{base} {command.name}"
 
 
 MANAGE_GUILD = 1 << 5
@@ -64,6 +101,14 @@ def _describe(catalog: Catalog, key: str, fallback: str, **values: Any) -> str:
     return text if len(text) <= 100 else text[:99] + "…"
 
 
+# Options whose catalog key differs from their name ("other" would read as a plural form).
+OPTION_KEYS = {"other": "other_member"}
+
+
+def _option_key(name: str) -> str:
+    return f"discord.option.{OPTION_KEYS.get(name, name)}"
+
+
 def _option_type(o: Option) -> int:
     if o.kind == "int":
         return INTEGER
@@ -76,12 +121,8 @@ def option_payload(catalog: Catalog, command: Command, o: Option) -> dict[str, A
     payload: dict[str, Any] = {
         "type": _option_type(o),
         "name": o.name,
-        "description": _describe(
-            catalog,
-            f"discord.option.{o.name}",
-            o.name,
-        )
-        if _has(catalog, f"discord.option.{o.name}")
+        "description": _describe(catalog, _option_key(o.name), o.name)
+        if _has(catalog, _option_key(o.name))
         else _describe(catalog, "discord.option.generic", o.name, option=o.name),
         # an option a picker can fill is optional: the picker or the typed value
         "required": o.required and not (command.name in PICKERS and o.name == PICKED),

@@ -134,17 +134,21 @@ async def test_a_newcomer_missed_during_an_outage_may_still_type_a_code(world: W
 
 
 async def test_guild_available_after_an_outage_reconciles_like_ready(world: World) -> None:
+    from simcord.backend import serializers
+
     alice = await world.member("alice")
     invite, _ = await personal_invite(world, alice)
     bob = world.join(invite, "bob")
     await world.window()
-    platform = world.platform
-    app = platform.app
-    platform.app = None  # the guild is unavailable: nothing reaches the bot...
-    world.guild.remove_member(bob)
+    backend = world.env.backend
+    gid = world.guild.id
+    backend.emit("GUILD_DELETE", {"id": str(gid), "unavailable": True})  # a Discord outage
     await world.env.settle()
-    platform.app = app
-    await platform.guild_available(platform.client.get_guild(world.guild.id))  # ...and back
+    del backend.guilds[gid].members[bob.id]  # bob leaves meanwhile: no event reaches the bot
+    payload = dict(serializers.guild_create_payload(backend, backend.guilds[gid]))
+    payload["unavailable"] = False
+    backend.emit("GUILD_CREATE", payload)  # the guild is back
+    await world.env.settle()
     assert (await joins_of(world))[str(bob.id)]["status"] == "left"
 
 

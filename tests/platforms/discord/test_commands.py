@@ -140,3 +140,17 @@ def test_help_shows_how_commands_are_typed_on_discord():
     assert usage_on_discord(REGISTRY.get("status")) == "/status"
     assert usage_on_discord(REGISTRY.get("tier-remove")).startswith("/referral-admin tier-remove")
     assert usage_on_discord(REGISTRY.get("fraud-queue")).startswith("/referral-mod fraud-queue")
+
+
+async def test_a_kick_only_moderator_given_the_command_as_the_docs_say_can_use_it(
+    world: World,
+) -> None:
+    import discord
+
+    kickers = world.guild.create_role("Kickers", permissions=discord.Permissions(kick_members=True))
+    kicker = await world.member("kicker", roles=[kickers])
+    assert not any(c.startswith("referral-mod") for c in kicker.available_commands(world.general))
+    command = world.env.backend.find_command("referral-mod", None)
+    world.guild.set_command_permissions(int(command["id"]), {kickers: True})  # Integrations
+    r = await kicker.slash(world.general, "referral-mod fraud-queue")
+    assert r.ephemeral and "role only" not in r.response.content  # accepted as a moderator

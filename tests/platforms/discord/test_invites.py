@@ -48,6 +48,11 @@ async def test_the_invite_cap_reaches_the_member_the_admins_and_check(world: Wor
     assert len(told) == 1
     check = (await world.admin.slash(world.general, "referral-admin check")).response.content
     assert "limit of 1000 invites" in check
+    # the admins made room: the next /invite works and /check no longer says it
+    r = await alice.slash(world.general, "invite")
+    assert "discord.gg" in r.response.content
+    check = (await world.admin.slash(world.general, "referral-admin check")).response.content
+    assert "limit of 1000 invites" not in check
 
 
 async def test_a_refused_invite_tells_the_admins_why(world: World) -> None:
@@ -71,3 +76,15 @@ async def test_the_personal_invite_of_a_member_who_left_is_deleted(world: World)
     await world.window()
     again_invite, again_referral = await personal_invite(world, alice)
     assert again_invite != invite and again_referral == referral
+
+
+async def test_invites_of_members_who_left_while_the_bot_was_down_are_deleted(
+    world: World,
+) -> None:
+    alice = await world.member("alice")
+    invite, _ = await personal_invite(world, alice)
+    await world.restart()
+    world.guild.remove_member(alice)  # nobody hears it
+    await world.env.settle()
+    await world.reattach()
+    assert invite not in {i.code for i in world.guild.invites()}
