@@ -79,6 +79,8 @@ class FakeLimits:
     group_window: float = 60.0
     global_max: int = 30
     global_window: float = 1.0
+    calls_max: int = 30  # every other method (getUpdates excepted), per calls_window
+    calls_window: float = 1.0
 
     def scaled(self, factor: float) -> FakeLimits:
         return FakeLimits(
@@ -87,7 +89,12 @@ class FakeLimits:
             self.group_window / factor,
             self.global_max,
             self.global_window / factor,
+            self.calls_max,
+            self.calls_window / factor,
         )
+
+
+UNLIMITED = {"getUpdates", "getMe", "setWebhook", "deleteWebhook", "sendMessage"}
 
 
 @dataclass
@@ -252,6 +259,7 @@ class FakeTelegram:
         self._last_send: dict[int, float] = {}
         self._group_sends: dict[int, deque[float]] = {}
         self._all_sends: deque[float] = deque()
+        self._all_calls: deque[float] = deque()
         self._new_update = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._pusher: asyncio.Task | None = None
@@ -298,6 +306,8 @@ class FakeTelegram:
         try:
             if handler is None:
                 raise ApiError(404, "Not Found: method not found")
+            if method not in UNLIMITED:
+                self._check_calls(method)
             result = await handler(params)
         except ApiError as exc:
             body: dict[str, Any] = {
@@ -551,6 +561,17 @@ class FakeTelegram:
         if chat.type in ("group", "supergroup"):
             self._group_sends[chat.id].append(now)
         self._all_sends.append(now)
+
+    def _check_calls(self, method: str) -> None:
+        """Methods that send no message have a flood limit of their own (overall)."""
+        now, lim = self.clock(), self.limits
+        while self._all_calls and self._all_calls[0] <= now - lim.calls_window:
+            self._all_calls.popleft()
+        if len(self._all_calls) >= lim.calls_max:
+            wait = max(1, math.ceil(self._all_calls[0] + lim.calls_window - now))
+            self.too_many.append((0, wait))
+            raise ApiError(429, f"Too Many Requests: retry after {wait}", wait)
+        self._all_calls.append(now)
 
     # -- Bot API methods ------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from bot.platforms.base import DeliveryError
 from bot.platforms.telegram import links, render
 from bot.platforms.telegram.errors import delivery_error, retry_seconds
 from bot.platforms.telegram.pacing import TELEGRAM_LIMITS, Limits, Pacer
+from bot.platforms.telegram.ratelimit import PacedRateLimiter
 from commands.registry import REGISTRY
 from config.settings import TelegramSettings
 
@@ -106,6 +107,7 @@ class TelegramPlatform:
         token: str,
         *,
         limits: Limits = TELEGRAM_LIMITS,
+        call_limits: Limits | None = None,
         pacer_clock: Callable[[], float] = time.monotonic,
         poll_timeout: float = 30.0,
         defer_after: float = 3.0,
@@ -114,7 +116,8 @@ class TelegramPlatform:
     ) -> None:
         self.settings = settings
         self.token = token
-        self.pacer = Pacer(limits, pacer_clock)
+        self.pacer = Pacer(limits, pacer_clock)  # messages: per chat, per group, overall
+        self.call_pacer = Pacer(call_limits or limits, pacer_clock)  # other calls: overall
         self.poll_timeout = poll_timeout
         # An outbox item whose chat is busy for longer than this goes back to the outbox with
         # retry_after instead of holding up items for other chats.
@@ -158,6 +161,7 @@ class TelegramPlatform:
             .token(self.token)
             .base_url(self.settings.base_url)
             .updater(None)  # updates come through the inbox (see _poll and webhook.py)
+            .rate_limiter(PacedRateLimiter(self.pacer, self.call_pacer))
             .get_updates_read_timeout(self.poll_timeout + 10)
             .build()
         )
@@ -264,14 +268,16 @@ class TelegramPlatform:
         return self.app.catalog.render(text, locale, str, lambda m: m.name)
 
     async def _send(
-        self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None = None
+        self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None = None, retries: int = 0
     ) -> Message:
+        """One message, paced by the rate limiter (see ratelimit.py)."""
         return await self.bot.send_message(
             chat_id,
             html,
             parse_mode=ParseMode.HTML,
             reply_markup=markup,
             link_preview_options=LinkPreviewOptions(is_disabled=True),
+            rate_limit_args={"retries": retries},
         )
 
     async def say(
@@ -283,22 +289,9 @@ class TelegramPlatform:
         sent: Message | None = None
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
-            sent = await self._say_one(chat_id, part, markup if last else None)
+            sent = await self._send(chat_id, part, markup if last else None, retries=2)
         assert sent is not None
         return sent
-
-    async def _say_one(
-        self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None
-    ) -> Message:
-        for attempt in range(3):
-            try:
-                async with self.pacer.slot(chat_id, chat_id < 0):
-                    return await self._send(chat_id, html, markup)
-            except RetryAfter as exc:
-                self.pacer.blocked(chat_id, retry_seconds(exc))
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
 
     async def say_text(self, chat_id: int, text: Text, locale: str = "en") -> Message | None:
         """An interactive answer, logged (not raised) when Telegram refuses it."""
@@ -329,12 +322,8 @@ class TelegramPlatform:
                 raise DeliveryError(
                     f"{what}: chat busy for {wait:.2f}s", retry_after=wait, counts_as_attempt=False
                 )
-            try:
-                async with self.pacer.slot(chat_id, group):
-                    await self._send(chat_id, part, markup if i == len(parts) - 1 else None)
-            except RetryAfter as exc:
-                self.pacer.blocked(chat_id, retry_seconds(exc))
-                raise delivery_error(exc, what) from None
+            try:  # a 429 has already blocked the chat in the pacer (ratelimit.py)
+                await self._send(chat_id, part, markup if i == len(parts) - 1 else None)
             except TelegramError as exc:
                 raise delivery_error(exc, what) from None
             if key and len(parts) > 1:
