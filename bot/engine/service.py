@@ -579,3 +579,8 @@ class ReferralEngine:
             )
 
         return await self.store.read(op)
+
+    async def communities_of_member(self, platform: str, user_id: str) -> list[str]:
+        """Where a member is stored as present (latest join first): private commands know
+        the member's groups after a restart, however many groups the bot is in."""
+        return await self.store.read(lambda repo: repo.communities_of_member(platform, user_id))

@@ -487,11 +487,16 @@ class TelegramPlatform:
         self.home[user_id] = chat_id
 
     async def home_group(self, user_id: int) -> int | None:
-        """The group a private command is about: the last one the user came from, else the
-        first known group they are in."""
+        """The group a private command is about: the last one the user came from in this
+        process, else the groups stored as theirs (latest join first), else a group the bot
+        saw them in. Every candidate is confirmed with Telegram (getChatMember)."""
         candidates = [self.home[user_id]] if user_id in self.home else []
-        candidates += [g for g in self.groups if g not in candidates]
-        for chat_id in candidates[:25]:
+        assert self.app is not None
+        stored = await self.app.engine.communities_of_member(PLATFORM, str(user_id))
+        for chat_id in [*(int(c) for c in stored if _CHAT_ID.match(c)), *self.groups]:
+            if chat_id not in candidates:
+                candidates.append(chat_id)
+        for chat_id in candidates:
             found = await self.member(chat_id, user_id)
             if found is not None and is_in_chat(found):
                 self.home[user_id] = chat_id

@@ -268,14 +268,18 @@ class Handlers:
 
     async def on_command(self, update: Update, _context: Context) -> None:
         message, user = update.message, update.effective_user
-        if message is None or user is None or user.is_bot:
+        if message is None or user is None:
+            return
+        chat = message.chat
+        if chat.type in GROUPS and message.sender_chat is not None:
+            # An anonymous admin (sent as GroupAnonymousBot, a bot account) or a channel:
+            # nobody to authorize. Checked before the bot filter, or they'd get no answer.
+            await self.tg.say_text(chat.id, t("telegram.anonymous_admin"))
+            return
+        if user.is_bot:
             return
         name, tokens = self._parse(message)
-        chat = message.chat
         if chat.type in GROUPS:
-            if message.sender_chat is not None:  # an anonymous admin: nobody to authorize
-                await self.tg.say_text(chat.id, t("telegram.anonymous_admin"))
-                return
             self.tg.home[user.id] = chat.id
             replies = await dispatch(await self._context(chat.id, user), name, tokens)
             await self.answer_in_group(chat.id, user, replies, name, not tokens)
