@@ -66,6 +66,13 @@ DEFAULT_UPDATES = {
 }
 
 
+def _chat_of(params: dict[str, Any]) -> int | None:
+    try:
+        return int(params["chat_id"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 class ApiError(Exception):
     def __init__(self, code: int, description: str, retry_after: int | None = None) -> None:
         super().__init__(description)
@@ -251,6 +258,7 @@ class FakeTelegram:
         self.handed_out = 0  # the newest update id a getUpdates (or the webhook) handed out
         self.served: list[dict[str, Any]] = []  # every update handed out, in order
         self.hanging: set[str] = set()  # methods that never answer (a stuck Bot API)
+        self.hanging_chats: set[int] = set()  # calls about these chats never answer
         self._release = asyncio.Event()
         self._update_ids = itertools.count(1)
         self._user_ids = itertools.count(1000)
@@ -299,7 +307,7 @@ class FakeTelegram:
         method = request.match_info["method"]
         params = await self._params(request)
         self.calls.append((method, params))
-        if method in self.hanging:
+        if method in self.hanging or _chat_of(params) in self.hanging_chats:
             await self._release.wait()  # until the server stops
             return web.json_response({"ok": False, "error_code": 502, "description": "gone"})
         handler = getattr(self, f"api_{method}", None)

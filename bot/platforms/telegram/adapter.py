@@ -41,6 +41,7 @@ from bot.platforms.base import DeliveryError
 from bot.platforms.telegram import links, render
 from bot.platforms.telegram.errors import delivery_error, retry_seconds
 from bot.platforms.telegram.pacing import TELEGRAM_LIMITS, Limits, Pacer
+from bot.platforms.telegram.pointers import Pointers
 from bot.platforms.telegram.ratelimit import PacedRateLimiter
 from commands.registry import REGISTRY
 from config.settings import TelegramSettings
@@ -113,6 +114,7 @@ class TelegramPlatform:
         defer_after: float = 3.0,
         member_cache_seconds: float = 60.0,
         single_use_link_seconds: int = 86400,
+        pointer_interval: float = 30.0,
     ) -> None:
         self.settings = settings
         self.token = token
@@ -128,6 +130,8 @@ class TelegramPlatform:
         self.application: Application | None = None
         self.me: User | None = None
         self.callbacks = render.CallbackMap()
+        # "answer sent in private" pointers: at most one message per group and interval
+        self.pointers = Pointers(self.say_text, pointer_interval, pacer_clock)
         self.groups: dict[int, str] = {}  # groups seen since start: id -> title
         self.home: dict[int, int] = {}  # user -> the group their private commands are about
         self.delivered: set[str] = set()  # outbox dedupe keys accepted by Telegram (this process)
@@ -235,6 +239,7 @@ class TelegramPlatform:
             self._tasks.clear()
             if self.inbox is not None:
                 await self.inbox.stop()  # what is not handled yet stays stored for next start
+            await self.pointers.flush()
             if application.running:
                 await application.stop()
             await application.shutdown()

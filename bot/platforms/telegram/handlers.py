@@ -326,7 +326,7 @@ class Handlers:
             link = links.deep_link(self.tg.username, payload)
             await self.tg.say_text(chat_id, t("telegram.pointer.open_bot", member=who, link=link))
             return
-        await self.tg.say_text(chat_id, t("telegram.pointer.sent", member=who))
+        await self.tg.pointers.sent(chat_id, who)
 
     # -- /start in the private chat: deep links -----------------------------------------------
 

@@ -56,6 +56,7 @@ class World:
             pacer_clock=self.pacer_clock,
             poll_timeout=1,
             defer_after=3.0 / SPEED,  # scaled like the limits
+            pointer_interval=30.0 / SPEED,
         )
         self.app = App(settings, [self.tg], clock=self.clock)
         await self.app.open()

@@ -1,5 +1,7 @@
 """Groups as they really behave: anonymous admins, restarts, pointers, join requests."""
 
+import asyncio
+
 from tests.platforms.telegram.conftest import World, texts
 from tests.platforms.telegram.helpers import group_with_member
 
@@ -31,3 +33,44 @@ async def test_private_commands_know_the_members_group_after_a_restart(world: Wo
     assert answer.startswith("Referrals: 0 pending")
     asked = {p["chat_id"] for p in fake.called("getChatMember") if p["user_id"] == alice["id"]}
     assert not asked & set(others)  # went straight to her stored group
+
+
+async def test_pointers_to_private_answers_are_gathered_so_the_group_keeps_its_budget(
+    world: World,
+):
+    fake = world.fake
+    group, _owner, alice = await group_with_member(world)
+    others = [fake.user(name, started=True) for name in ("Bob", "Cleo", "Dan", "Eve")]
+    for member in others:
+        fake.join(group, member)
+    await world.settle()
+    for member in [alice, *others]:
+        fake.say(group, member, "/status")
+    await world.settle()
+    await world.tg.pointers.drain()
+    await world.settle()
+    pointers = [s for s in fake.sent if s.chat_id == group and "private message" in s.text]
+    assert pointers[0].text == "Alice, I sent you the answer in a private message."
+    assert len(pointers) == 2  # five members asked: two messages in the group, not five
+    assert pointers[1].text.startswith("I sent these members their answers")
+    assert all(name in pointers[1].text for name in ("Bob", "Cleo", "Dan", "Eve"))
+    for member in [alice, *others]:
+        assert any(s.chat_id == member["id"] and s.text.startswith("Referrals:")
+                   for s in fake.sent)  # fmt: skip
+
+
+async def test_a_stuck_group_does_not_hold_up_the_others(world: World):
+    fake = world.fake
+    stuck, _owner, alice = await group_with_member(world, "Stuck")
+    other, _owner2, bea = await group_with_member(world, "Other")
+    fake.hanging_chats.add(stuck)  # every call about this group hangs
+    world.tg.forget_member(stuck, alice["id"])
+    fake.say(stuck, alice, "/status")
+    fake.say(other, bea, "/rules")  # after the stuck one: a single queue would wait forever
+    for _ in range(500):
+        if any(text.startswith("Invite people") for text in fake.texts(other)):
+            break
+        await asyncio.sleep(0.01)
+    assert any(text.startswith("Invite people") for text in fake.texts(other))
+    fake.hanging_chats.clear()
+    fake._release.set()  # the stuck calls fail now; the test ends cleanly
