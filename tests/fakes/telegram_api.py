@@ -806,3 +806,21 @@ class FakeTelegram:
                     "text": sent.text,
                 }
         raise ApiError(400, "Bad Request: message to edit not found")
+
+    async def api_editMessageText(self, p: dict) -> dict:
+        chat = self.chat(p["chat_id"])
+        html = str(p["text"])
+        text, entities = parse_html(html) if p.get("parse_mode") == "HTML" else (html, [])
+        if len(text.encode("utf-16-le")) // 2 > 4096:
+            raise ApiError(400, "Bad Request: message is too long")
+        for sent in self.sent:
+            if sent.chat_id == chat.id and sent.message_id == int(p["message_id"]):
+                sent.html, sent.text, sent.entities = html, text, entities
+                sent.reply_markup = p.get("reply_markup")
+                return {
+                    "message_id": sent.message_id,
+                    "chat": chat.json(),
+                    "date": int(time.time()),
+                    "text": sent.text,
+                }
+        raise ApiError(400, "Bad Request: message to edit not found")

@@ -2,8 +2,9 @@
 
 import asyncio
 
+from bot.engine.admin import Actor
 from tests.platforms.telegram.conftest import World, texts
-from tests.platforms.telegram.helpers import group_with_member
+from tests.platforms.telegram.helpers import INVITE, group_with_member
 
 ANONYMOUS = {"id": 1087968824, "is_bot": True, "first_name": "Group",
              "username": "GroupAnonymousBot"}  # fmt: skip
@@ -74,3 +75,25 @@ async def test_a_stuck_group_does_not_hold_up_the_others(world: World):
     assert any(text.startswith("Invite people") for text in fake.texts(other))
     fake.hanging_chats.clear()
     fake._release.set()  # the stuck calls fail now; the test ends cleanly
+
+
+async def test_a_held_join_request_says_whose_link_and_then_who_decided(world: World):
+    fake = world.fake
+    group, owner, alice = await group_with_member(world)
+    await world.app.engine.set_setting(world.tg.ref(group), Actor("o", "Olga"), "risk-mode", "hold")
+    fake.say(group, alice, "/invite")
+    [dm] = texts(await world.settle(), alice["id"])
+    link = INVITE.search(dm).group(0)
+    fake.links[link].creates_join_request = True
+    bob = fake.user("Bob")
+    fake.join(group, bob, link)
+    await world.settle()
+    [ask] = [s for s in fake.sent if "asks to join" in s.text]
+    assert "Bob asks to join Fans (through Alice's personal link). Approve or decline?" in ask.text
+    labels = [row[0]["text"] for row in ask.reply_markup["inline_keyboard"]]
+    assert labels == ["Approve", "Decline"]
+    fake.press(ask, owner, ask.reply_markup["inline_keyboard"][1][0]["callback_data"])
+    await world.settle()
+    assert ask.reply_markup is None  # the buttons are gone...
+    assert "❌ Declined by Olga on " in ask.text  # ...replaced by who decided, and when
+    assert ask.text.startswith("Bob asks to join Fans")
