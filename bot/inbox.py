@@ -52,6 +52,8 @@ class Inbox:
         self._slots = asyncio.Semaphore(max_concurrent)
         self._wakeup = asyncio.Event()
         self._taken: set[int] = set()  # update ids queued or being handled in this process
+        self._finished: dict[int, int] = {}  # marked processed -> reads begun by then
+        self._reads = 0
         self._lanes: dict[str, deque[InboxItem]] = {}
         self._workers: dict[str, asyncio.Task] = {}
         self._idle = asyncio.Event()  # set while nothing stored is waiting or being handled
@@ -98,11 +100,22 @@ class Inbox:
                     pass
 
     async def _take(self) -> int:
-        platform, limit = self.platform, self.batch + len(self._taken)
+        self._reads += 1
+        started = self._reads
+        platform, limit = self.platform, self.batch + len(self._taken) + len(self._finished)
         pending: list[InboxItem] = await self.store.read(
             lambda repo: repo.pending_inbox(platform, limit)
         )
-        fresh = [item for item in pending if item.update_id not in self._taken]
+        # A read that began before a mark committed still sees that update as pending: it is
+        # remembered as finished until a read that began after the commit.
+        fresh = [
+            item
+            for item in pending
+            if item.update_id not in self._taken and item.update_id not in self._finished
+        ]
+        for update_id, seen_by in list(self._finished.items()):
+            if seen_by < started:
+                del self._finished[update_id]
         if fresh:
             self._idle.clear()
         for item in fresh:
@@ -129,6 +142,7 @@ class Inbox:
                             item.update_id,
                         )
                 await self._mark(item.update_id)
+                self._finished[item.update_id] = self._reads
                 queue.popleft()
                 self._taken.discard(item.update_id)
                 if self.on_processed is not None:

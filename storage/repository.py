@@ -1568,6 +1568,25 @@ class Repository:
             )
         )
 
+    # -- member's communities (issue 10): private commands after a restart -----------------
+
+    async def communities_of_member(self, platform: str, user_id: str) -> list[str]:
+        """External ids of the communities this user is stored as in, latest join first."""
+        rows = await self._rows(
+            sa.select(communities.c.external_id)
+            .select_from(
+                memberships.join(participants, participants.c.id == memberships.c.participant_id)
+                .join(communities, communities.c.id == memberships.c.community_id)
+            )
+            .where(
+                participants.c.platform == platform,
+                participants.c.user_id == user_id,
+                communities.c.platform == platform,
+                memberships.c.left_at.is_(None),
+            )
+            .order_by(memberships.c.joined_at.desc().nulls_last(), memberships.c.id.desc())
+        )
+        return list(dict.fromkeys(r.external_id for r in rows))
 
 # -- metrics (issue 14: run it for real) --------------------------------------------------------
 

@@ -400,6 +400,10 @@ class Repository(Protocol):
 
     async def prune_inbox(self, platform: str, processed_before: int) -> None: ...
 
+    # -- member's communities (issue 10) ----------------------------------------------------
+
+    async def communities_of_member(self, platform: str, user_id: str) -> list[str]: ...
+
 
 class Store(Protocol):
     """Where the engine's transactions run: a group-commit writer and read connections."""

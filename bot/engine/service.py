@@ -694,3 +694,21 @@ class ReferralEngine:
         return await self.store.write(
             lambda repo: who_invited.settle(repo, self.ctx, community, member, code, str(actor))
         )
+
+    async def communities_of_member(self, platform: str, user_id: str) -> list[str]:
+        """Where a member is stored as present (latest join first): private commands know
+        the member's groups after a restart, however many groups the bot is in."""
+        return await self.store.read(lambda repo: repo.communities_of_member(platform, user_id))
+
+    async def code_owner(self, ref: CommunityRef, code: str) -> str | None:
+        """The display name of whoever owns ``code`` in this community's program."""
+
+        async def op(repo: Repository) -> str | None:
+            community = await communities.existing(repo, self.ctx, ref)
+            found = (await repo.codes_by_value([code])).get(code)
+            if community is None or found is None or found.program_id != community.program_id:
+                return None
+            person = await repo.participant(found.participant_id)
+            return person.display_name if person is not None else None
+
+        return await self.store.read(op)

@@ -66,6 +66,13 @@ DEFAULT_UPDATES = {
 }
 
 
+def _chat_of(params: dict[str, Any]) -> int | None:
+    try:
+        return int(params["chat_id"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 class ApiError(Exception):
     def __init__(self, code: int, description: str, retry_after: int | None = None) -> None:
         super().__init__(description)
@@ -79,6 +86,8 @@ class FakeLimits:
     group_window: float = 60.0
     global_max: int = 30
     global_window: float = 1.0
+    calls_max: int = 30  # every other method (getUpdates excepted), per calls_window
+    calls_window: float = 1.0
 
     def scaled(self, factor: float) -> FakeLimits:
         return FakeLimits(
@@ -87,7 +96,12 @@ class FakeLimits:
             self.group_window / factor,
             self.global_max,
             self.global_window / factor,
+            self.calls_max,
+            self.calls_window / factor,
         )
+
+
+UNLIMITED = {"getUpdates", "getMe", "setWebhook", "deleteWebhook", "sendMessage"}
 
 
 @dataclass
@@ -244,6 +258,7 @@ class FakeTelegram:
         self.handed_out = 0  # the newest update id a getUpdates (or the webhook) handed out
         self.served: list[dict[str, Any]] = []  # every update handed out, in order
         self.hanging: set[str] = set()  # methods that never answer (a stuck Bot API)
+        self.hanging_chats: set[int] = set()  # calls about these chats never answer
         self._release = asyncio.Event()
         self._update_ids = itertools.count(1)
         self._user_ids = itertools.count(1000)
@@ -252,6 +267,7 @@ class FakeTelegram:
         self._last_send: dict[int, float] = {}
         self._group_sends: dict[int, deque[float]] = {}
         self._all_sends: deque[float] = deque()
+        self._all_calls: deque[float] = deque()
         self._new_update = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._pusher: asyncio.Task | None = None
@@ -291,13 +307,15 @@ class FakeTelegram:
         method = request.match_info["method"]
         params = await self._params(request)
         self.calls.append((method, params))
-        if method in self.hanging:
+        if method in self.hanging or _chat_of(params) in self.hanging_chats:
             await self._release.wait()  # until the server stops
             return web.json_response({"ok": False, "error_code": 502, "description": "gone"})
         handler = getattr(self, f"api_{method}", None)
         try:
             if handler is None:
                 raise ApiError(404, "Not Found: method not found")
+            if method not in UNLIMITED:
+                self._check_calls(method)
             result = await handler(params)
         except ApiError as exc:
             body: dict[str, Any] = {
@@ -552,6 +570,17 @@ class FakeTelegram:
             self._group_sends[chat.id].append(now)
         self._all_sends.append(now)
 
+    def _check_calls(self, method: str) -> None:
+        """Methods that send no message have a flood limit of their own (overall)."""
+        now, lim = self.clock(), self.limits
+        while self._all_calls and self._all_calls[0] <= now - lim.calls_window:
+            self._all_calls.popleft()
+        if len(self._all_calls) >= lim.calls_max:
+            wait = max(1, math.ceil(self._all_calls[0] + lim.calls_window - now))
+            self.too_many.append((0, wait))
+            raise ApiError(429, f"Too Many Requests: retry after {wait}", wait)
+        self._all_calls.append(now)
+
     # -- Bot API methods ------------------------------------------------------------------------
 
     async def api_getMe(self, p: dict) -> dict:
@@ -780,6 +809,24 @@ class FakeTelegram:
         chat = self.chat(p["chat_id"])
         for sent in self.sent:
             if sent.chat_id == chat.id and sent.message_id == int(p["message_id"]):
+                sent.reply_markup = p.get("reply_markup")
+                return {
+                    "message_id": sent.message_id,
+                    "chat": chat.json(),
+                    "date": int(time.time()),
+                    "text": sent.text,
+                }
+        raise ApiError(400, "Bad Request: message to edit not found")
+
+    async def api_editMessageText(self, p: dict) -> dict:
+        chat = self.chat(p["chat_id"])
+        html = str(p["text"])
+        text, entities = parse_html(html) if p.get("parse_mode") == "HTML" else (html, [])
+        if len(text.encode("utf-16-le")) // 2 > 4096:
+            raise ApiError(400, "Bad Request: message is too long")
+        for sent in self.sent:
+            if sent.chat_id == chat.id and sent.message_id == int(p["message_id"]):
+                sent.html, sent.text, sent.entities = html, text, entities
                 sent.reply_markup = p.get("reply_markup")
                 return {
                     "message_id": sent.message_id,

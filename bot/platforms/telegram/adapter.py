@@ -42,6 +42,8 @@ from bot.platforms.telegram import links, render
 from bot.platforms.telegram.errors import delivery_error, retry_seconds
 from bot.platforms.telegram.pacing import TELEGRAM_LIMITS, Limits, Pacer
 from bot.platforms.telegram.startup import start_failure
+from bot.platforms.telegram.pointers import Pointers
+from bot.platforms.telegram.ratelimit import PacedRateLimiter
 from commands.registry import REGISTRY
 from config.i18n import Catalog
 from config.settings import TelegramSettings
@@ -109,15 +111,18 @@ class TelegramPlatform:
         token: str,
         *,
         limits: Limits = TELEGRAM_LIMITS,
+        call_limits: Limits | None = None,
         pacer_clock: Callable[[], float] = time.monotonic,
         poll_timeout: float = 30.0,
         defer_after: float = 3.0,
         member_cache_seconds: float = 60.0,
         single_use_link_seconds: int = 86400,
+        pointer_interval: float = 30.0,
     ) -> None:
         self.settings = settings
         self.token = token
-        self.pacer = Pacer(limits, pacer_clock)
+        self.pacer = Pacer(limits, pacer_clock)  # messages: per chat, per group, overall
+        self.call_pacer = Pacer(call_limits or limits, pacer_clock)  # other calls: overall
         self.poll_timeout = poll_timeout
         # An outbox item whose chat is busy for longer than this goes back to the outbox with
         # retry_after instead of holding up items for other chats.
@@ -128,6 +133,8 @@ class TelegramPlatform:
         self.application: Application | None = None
         self.me: User | None = None
         self.callbacks = render.CallbackMap()
+        # "answer sent in private" pointers: at most one message per group and interval
+        self.pointers = Pointers(self.say_text, pointer_interval, pacer_clock)
         self.groups: dict[int, str] = {}  # groups seen since start: id -> title
         self.home: dict[int, int] = {}  # user -> the group their private commands are about
         self.delivered: set[str] = set()  # outbox dedupe keys accepted by Telegram (this process)
@@ -161,6 +168,7 @@ class TelegramPlatform:
             .token(self.token)
             .base_url(self.settings.base_url)
             .updater(None)  # updates come through the inbox (see _poll and webhook.py)
+            .rate_limiter(PacedRateLimiter(self.pacer, self.call_pacer))
             .get_updates_read_timeout(self.poll_timeout + 10)
             .build()
         )
@@ -241,6 +249,7 @@ class TelegramPlatform:
             self._tasks.clear()
             if self.inbox is not None:
                 await self.inbox.stop()  # what is not handled yet stays stored for next start
+            await self.pointers.flush()
             if application.running:
                 await application.stop()
             await application.shutdown()
@@ -274,14 +283,16 @@ class TelegramPlatform:
         return self.app.catalog.render(text, locale, str, lambda m: m.name)
 
     async def _send(
-        self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None = None
+        self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None = None, retries: int = 0
     ) -> Message:
+        """One message, paced by the rate limiter (see ratelimit.py)."""
         return await self.bot.send_message(
             chat_id,
             html,
             parse_mode=ParseMode.HTML,
             reply_markup=markup,
             link_preview_options=LinkPreviewOptions(is_disabled=True),
+            rate_limit_args={"retries": retries},
         )
 
     async def say(
@@ -293,22 +304,9 @@ class TelegramPlatform:
         sent: Message | None = None
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
-            sent = await self._say_one(chat_id, part, markup if last else None)
+            sent = await self._send(chat_id, part, markup if last else None, retries=2)
         assert sent is not None
         return sent
-
-    async def _say_one(
-        self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None
-    ) -> Message:
-        for attempt in range(3):
-            try:
-                async with self.pacer.slot(chat_id, chat_id < 0):
-                    return await self._send(chat_id, html, markup)
-            except RetryAfter as exc:
-                self.pacer.blocked(chat_id, retry_seconds(exc))
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
 
     async def say_text(self, chat_id: int, text: Text, locale: str = "en") -> Message | None:
         """An interactive answer, logged (not raised) when Telegram refuses it."""
@@ -339,12 +337,8 @@ class TelegramPlatform:
                 raise DeliveryError(
                     f"{what}: chat busy for {wait:.2f}s", retry_after=wait, counts_as_attempt=False
                 )
-            try:
-                async with self.pacer.slot(chat_id, group):
-                    await self._send(chat_id, part, markup if i == len(parts) - 1 else None)
-            except RetryAfter as exc:
-                self.pacer.blocked(chat_id, retry_seconds(exc))
-                raise delivery_error(exc, what) from None
+            try:  # a 429 has already blocked the chat in the pacer (ratelimit.py)
+                await self._send(chat_id, part, markup if i == len(parts) - 1 else None)
             except TelegramError as exc:
                 raise delivery_error(exc, what) from None
             if key and len(parts) > 1:
@@ -522,11 +516,16 @@ class TelegramPlatform:
         self.home[user_id] = chat_id
 
     async def home_group(self, user_id: int) -> int | None:
-        """The group a private command is about: the last one the user came from, else the
-        first known group they are in."""
+        """The group a private command is about: the last one the user came from in this
+        process, else the groups stored as theirs (latest join first), else a group the bot
+        saw them in. Every candidate is confirmed with Telegram (getChatMember)."""
         candidates = [self.home[user_id]] if user_id in self.home else []
-        candidates += [g for g in self.groups if g not in candidates]
-        for chat_id in candidates[:25]:
+        assert self.app is not None
+        stored = await self.app.engine.communities_of_member(PLATFORM, str(user_id))
+        for chat_id in [*(int(c) for c in stored if _CHAT_ID.match(c)), *self.groups]:
+            if chat_id not in candidates:
+                candidates.append(chat_id)
+        for chat_id in candidates:
             found = await self.member(chat_id, user_id)
             if found is not None and is_in_chat(found):
                 self.home[user_id] = chat_id

@@ -38,7 +38,7 @@ from telegram.ext import (
 from bot.engine.admin import Actor
 from bot.engine.events import JoinSource, MemberJoined, MemberLeft, MessagePosted, UserRef
 from bot.engine.models import Audience
-from bot.engine.text import Mention, Text, t
+from bot.engine.text import Date, Mention, Text, t
 from bot.platforms.telegram import links, render
 from bot.platforms.telegram.adapter import TelegramPlatform, community_ref, is_in_chat, user_ref
 from commands import dispatch
@@ -164,18 +164,23 @@ class Handlers:
             return False
         self._held[(chat.id, int(user.user_id))] = code
         where = int(self.tg.settings.moderators_chat_id or chat.id)
-        referrer = (
-            t("telegram.join_request.via_link") if code else t("telegram.join_request.no_link")
-        )
+        ref = community_ref(chat.id, chat.title)
+        owner = await self.engine.code_owner(ref, code) if code else None
+        if owner is not None:
+            via = t("telegram.join_request.via_member", referrer=owner)
+        elif code:
+            via = t("telegram.join_request.via_link")
+        else:
+            via = t("telegram.join_request.no_link")
         text = t(
             "telegram.join_request.held",
             member=Mention(user.user_id, user.display_name),
             community=chat.title or str(chat.id),
-            via=referrer,
+            via=via,
         )
-        buttons = (
-            (t("fraud.button.approve"), f"{JOIN_REQUEST}a:{chat.id}:{user.user_id}"),
-            (t("fraud.button.reject"), f"{JOIN_REQUEST}d:{chat.id}:{user.user_id}"),
+        buttons = (  # the question asks "approve or decline?": the buttons say so
+            (t("telegram.join_request.approve"), f"{JOIN_REQUEST}a:{chat.id}:{user.user_id}"),
+            (t("telegram.join_request.decline"), f"{JOIN_REQUEST}d:{chat.id}:{user.user_id}"),
         )
         markup = render.keyboard(
             [(self.tg.label(label), data) for label, data in buttons], self.tg.callbacks
@@ -213,12 +218,35 @@ class Handlers:
                 t("telegram.join_request.approved" if approve else "telegram.join_request.declined")
             )
         )
+        await self._show_decision(query, approve, presser)
         await self.engine.record_action(
             community_ref(chat_id, None),
             Actor(str(presser.id), presser.full_name),
             "join_request.approved" if approve else "join_request.declined",
             {"user": str(user_id)},
         )
+
+    async def _show_decision(self, query: CallbackQuery, approve: bool, presser: User) -> None:
+        """The post's buttons are replaced by who decided, and when."""
+        message = query.message
+        if not isinstance(message, Message):
+            return
+        assert self.tg.app is not None
+        decided = t(
+            "telegram.join_request.decided_approved"
+            if approve
+            else "telegram.join_request.decided_declined",
+            moderator=Mention(str(presser.id), presser.full_name),
+            when=Date(self.tg.app.clock.now()),
+        )
+        html = message.text_html + "\n" + self.tg.render(decided)
+        try:
+            await self.tg.bot.edit_message_text(
+                html, chat_id=message.chat.id, message_id=message.message_id,
+                parse_mode="HTML", reply_markup=None,
+            )  # fmt: skip
+        except TelegramError as exc:  # the post is gone or too old to edit: the audit has it
+            log.info("event=telegram.join_request_edit_failed error=%s", exc.message)
 
     async def on_join_request(self, update: Update, _context: Context) -> None:
         request = update.chat_join_request
@@ -270,14 +298,18 @@ class Handlers:
 
     async def on_command(self, update: Update, _context: Context) -> None:
         message, user = update.message, update.effective_user
-        if message is None or user is None or user.is_bot:
+        if message is None or user is None:
+            return
+        chat = message.chat
+        if chat.type in GROUPS and message.sender_chat is not None:
+            # An anonymous admin (sent as GroupAnonymousBot, a bot account) or a channel:
+            # nobody to authorize. Checked before the bot filter, or they'd get no answer.
+            await self.tg.say_text(chat.id, t("telegram.anonymous_admin"))
+            return
+        if user.is_bot:
             return
         name, tokens = self._parse(message)
-        chat = message.chat
         if chat.type in GROUPS:
-            if message.sender_chat is not None:  # an anonymous admin: nobody to authorize
-                await self.tg.say_text(chat.id, t("telegram.anonymous_admin"))
-                return
             self.tg.home[user.id] = chat.id
             replies = await dispatch(await self._context(chat.id, user), name, tokens)
             await self.answer_in_group(chat.id, user, replies, name, not tokens)
@@ -324,7 +356,7 @@ class Handlers:
             link = links.deep_link(self.tg.username, payload)
             await self.tg.say_text(chat_id, t("telegram.pointer.open_bot", member=who, link=link))
             return
-        await self.tg.say_text(chat_id, t("telegram.pointer.sent", member=who))
+        await self.tg.pointers.sent(chat_id, who)
 
     # -- /start in the private chat: deep links -----------------------------------------------
 

@@ -34,6 +34,7 @@ class World:
         self.app: App | None = None
         fake.clock = self.pacer_clock  # Telegram's limits see the time the test moved, too
         self.tg: TelegramPlatform | None = None
+        self.call_limits = None  # the pacing of calls that send no message (default: PACING)
 
     def pacer_clock(self) -> float:
         """Real time, plus however far the test moved the app's clock (429 waits pass)."""
@@ -51,9 +52,11 @@ class World:
             settings.telegram,
             self.fake.token,
             limits=PACING,
+            call_limits=self.call_limits,
             pacer_clock=self.pacer_clock,
             poll_timeout=1,
             defer_after=3.0 / SPEED,  # scaled like the limits
+            pointer_interval=30.0 / SPEED,
         )
         self.app = App(settings, [self.tg], clock=self.clock)
         await self.app.open()

@@ -107,7 +107,7 @@ async def test_in_hold_mode_a_join_request_waits_for_a_moderator(world: World):
     await world.settle()
     assert fake.approved == []  # held: Telegram keeps the request pending
     [ask] = [s for s in fake.sent if "asks to join" in s.text]
-    assert "Bob asks to join Fans (through a member's personal link)" in ask.text
+    assert "Bob asks to join Fans (through Alice's personal link)" in ask.text
     approve = ask.reply_markup["inline_keyboard"][0][0]["callback_data"]
     fake.press(ask, alice, approve)  # a member can't decide
     await world.settle()

@@ -1,0 +1,99 @@
+"""Groups as they really behave: anonymous admins, restarts, pointers, join requests."""
+
+import asyncio
+
+from bot.engine.admin import Actor
+from tests.platforms.telegram.conftest import World, texts
+from tests.platforms.telegram.helpers import INVITE, group_with_member
+
+ANONYMOUS = {"id": 1087968824, "is_bot": True, "first_name": "Group",
+             "username": "GroupAnonymousBot"}  # fmt: skip
+
+
+async def test_an_anonymous_admin_is_asked_to_post_as_themselves(world: World):
+    fake = world.fake
+    group, _owner, _alice = await group_with_member(world)
+    fake.say(group, ANONYMOUS, "/set min-days 3", sender_chat=fake.chats[group].json())
+    sent = await world.settle()
+    [answer] = texts(sent, group)
+    assert answer.startswith("You're posting as the group (anonymous admin)")
+
+
+async def test_private_commands_know_the_members_group_after_a_restart(world: World):
+    fake = world.fake
+    owner = fake.user("Olga", started=True)
+    others = [fake.add_group(f"Other {i}", owner) for i in range(30)]  # more than 25 groups
+    group = fake.add_group("Fans", owner)
+    alice = fake.user("Alice", started=True)
+    fake.join(group, alice)
+    await world.settle()
+    await world.close()
+    await world.open()  # nothing in memory: no group seen, no "last group"
+    fake.say(alice["id"], alice, "/status")
+    [answer] = texts(await world.settle(), alice["id"])
+    assert answer.startswith("Referrals: 0 pending")
+    asked = {p["chat_id"] for p in fake.called("getChatMember") if p["user_id"] == alice["id"]}
+    assert not asked & set(others)  # went straight to her stored group
+
+
+async def test_pointers_to_private_answers_are_gathered_so_the_group_keeps_its_budget(
+    world: World,
+):
+    fake = world.fake
+    group, _owner, alice = await group_with_member(world)
+    others = [fake.user(name, started=True) for name in ("Bob", "Cleo", "Dan", "Eve")]
+    for member in others:
+        fake.join(group, member)
+    await world.settle()
+    for member in [alice, *others]:
+        fake.say(group, member, "/status")
+    await world.settle()
+    await world.tg.pointers.drain()
+    await world.settle()
+    pointers = [s for s in fake.sent if s.chat_id == group and "private message" in s.text]
+    assert pointers[0].text == "Alice, I sent you the answer in a private message."
+    assert len(pointers) == 2  # five members asked: two messages in the group, not five
+    assert pointers[1].text.startswith("I sent these members their answers")
+    assert all(name in pointers[1].text for name in ("Bob", "Cleo", "Dan", "Eve"))
+    for member in [alice, *others]:
+        assert any(s.chat_id == member["id"] and s.text.startswith("Referrals:")
+                   for s in fake.sent)  # fmt: skip
+
+
+async def test_a_stuck_group_does_not_hold_up_the_others(world: World):
+    fake = world.fake
+    stuck, _owner, alice = await group_with_member(world, "Stuck")
+    other, _owner2, bea = await group_with_member(world, "Other")
+    fake.hanging_chats.add(stuck)  # every call about this group hangs
+    world.tg.forget_member(stuck, alice["id"])
+    fake.say(stuck, alice, "/status")
+    fake.say(other, bea, "/rules")  # after the stuck one: a single queue would wait forever
+    for _ in range(500):
+        if any(text.startswith("Invite people") for text in fake.texts(other)):
+            break
+        await asyncio.sleep(0.01)
+    assert any(text.startswith("Invite people") for text in fake.texts(other))
+    fake.hanging_chats.clear()
+    fake._release.set()  # the stuck calls fail now; the test ends cleanly
+
+
+async def test_a_held_join_request_says_whose_link_and_then_who_decided(world: World):
+    fake = world.fake
+    group, owner, alice = await group_with_member(world)
+    await world.app.engine.set_setting(world.tg.ref(group), Actor("o", "Olga"), "risk-mode", "hold")
+    fake.say(group, alice, "/invite")
+    [dm] = texts(await world.settle(), alice["id"])
+    link = INVITE.search(dm).group(0)
+    fake.links[link].creates_join_request = True
+    bob = fake.user("Bob")
+    fake.join(group, bob, link)
+    await world.settle()
+    [ask] = [s for s in fake.sent if "asks to join" in s.text]
+    assert "Bob asks to join Fans (through Alice's personal link). Approve or decline?" in ask.text
+    labels = [row[0]["text"] for row in ask.reply_markup["inline_keyboard"]]
+    assert labels == ["Approve", "Decline"]
+    fake.press(ask, owner, ask.reply_markup["inline_keyboard"][1][0]["callback_data"])
+    await world.settle()
+    assert ask.reply_markup is None  # the buttons are gone...
+    assert "❌ Declined by Olga on " in ask.text  # ...replaced by who decided, and when
+    assert ask.text.startswith("Bob asks to join Fans")
