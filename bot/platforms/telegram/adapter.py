@@ -41,9 +41,9 @@ from bot.platforms.base import DeliveryError
 from bot.platforms.telegram import links, render
 from bot.platforms.telegram.errors import delivery_error, retry_seconds
 from bot.platforms.telegram.pacing import TELEGRAM_LIMITS, Limits, Pacer
-from bot.platforms.telegram.startup import start_failure
 from bot.platforms.telegram.pointers import Pointers
 from bot.platforms.telegram.ratelimit import PacedRateLimiter
+from bot.platforms.telegram.startup import start_failure
 from commands.registry import REGISTRY
 from config.i18n import Catalog
 from config.settings import TelegramSettings
