@@ -111,7 +111,10 @@ async def test_welcome_text_off_posts_no_welcome(harness: Harness) -> None:
     await harness.say("ada", "/set welcome-text off")
     await harness.engine.member_joined(MemberJoined(LOUNGE, UserRef("d1", "dee")))
     said = await harness.settle()
-    assert not [line for line in said if "dee" in line and "(private)" not in line]
+    assert not [line for line in said if line.startswith("[bot -> #lounge]")]  # not even "off"
+    await harness.say("ada", "/set welcome-text default")  # and back on
+    await harness.engine.member_joined(MemberJoined(LOUNGE, UserRef("e1", "eve")))
+    assert [line for line in await harness.settle() if line.startswith("[bot -> #lounge]")]
 
 
 async def test_a_newcomer_found_late_may_type_a_code_within_the_window(harness: Harness) -> None:
