@@ -77,3 +77,21 @@ def member_invite(
 
 def leave(env: Env, guild: GuildHandle, member: MemberActor) -> None:
     guild.remove_member(member)
+
+
+def list_without_vanity(monkeypatch: Any) -> None:
+    """Make SimCord's ``GET /guilds/{id}/invites`` leave the vanity invite out, as Discord
+    does when its vanity code is only reported by ``GET /guilds/{id}/vanity-url``."""
+    from simcord.http import router
+    from simcord.http.routes import invites as routes
+
+    def guild_invites(ctx: Any) -> Any:
+        guild = ctx.backend.get_guild(ctx.int_arg("guild_id"))
+        listed = routes.guild_invites(ctx)
+        return [i for i in listed if i.get("code") != guild.vanity_url_code]
+
+    table = [
+        (template, guild_invites if handler is routes.guild_invites else handler)
+        for template, handler in router._ROUTES["GET"]
+    ]
+    monkeypatch.setitem(router._ROUTES, "GET", table)

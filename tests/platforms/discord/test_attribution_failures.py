@@ -9,6 +9,7 @@ from typing import Any
 import discord
 import pytest
 
+from tests.fakes import discord_invites
 from tests.platforms.discord.conftest import World, joins_of
 from tests.platforms.discord.test_attribution import personal_invite
 
@@ -68,13 +69,14 @@ async def test_a_join_and_leave_within_the_window_ends_left(world: World) -> Non
     assert (joined["referrer"], joined["status"]) == (str(alice.id), "left")
 
 
-async def test_vanity_joins_missing_from_the_invite_list_are_organic(world: World) -> None:
+async def test_vanity_joins_missing_from_the_invite_list_are_organic(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    discord_invites.list_without_vanity(monkeypatch)  # only the vanity endpoint reports it
     world.guild.set_vanity_url("lounge")
     guild = world.platform.client.get_guild(world.guild.id)
     await world.platform.tracker.fill(guild, {})
-    del world.env.backend.invites["lounge"]  # Discord lists the vanity code on its own endpoint
-    erin = world.join(None, "erin")
-    world.env.backend.guilds[world.guild.id].vanity_url_uses = 1
+    erin = world.join("lounge", "erin")
     await world.window()
     joined = (await joins_of(world))[str(erin.id)]
     assert (joined["source"], joined["referrer"]) == ("organic", None)
