@@ -391,6 +391,18 @@ class Repository:
     async def insert_participants(self, rows: list[dict[str, Any]]) -> list[int]:
         """Insert new participants; returns their ids in the order of ``rows``.
 
+        An upsert: a participant another process created meanwhile is found, not a conflict
+        (see ``upsert_participants``, which also says who was created here).
+        """
+        return [pid for pid, _ in await self.upsert_participants(rows)]
+
+    # -- multi-process guards (issue 11): inserts that lose a race find the winner's row ----
+
+    async def upsert_participants(self, rows: list[dict[str, Any]]) -> list[tuple[int, bool]]:
+        """(id, created here) for each row, in order: ``INSERT … ON CONFLICT DO NOTHING``,
+        then the rows another transaction inserted first are read back. So the same person
+        joining two communities served by two processes is one participant, never an error.
+
         Unordered RETURNING of the id with the unique identity, matched back by identity:
         *ordered* RETURNING makes SQLAlchemy insert SQLite rows one by one (a thread hop each).
         """
@@ -398,10 +410,16 @@ class Repository:
             return []
         c = participants.c
         result = await self.conn.execute(
-            participants.insert().returning(c.id, c.program_id, c.platform, c.user_id), rows
+            self._insert(participants)
+            .on_conflict_do_nothing(index_elements=["program_id", "platform", "user_id"])
+            .returning(c.id, c.program_id, c.platform, c.user_id),
+            rows,
         )
-        ids = {(r.program_id, r.platform, r.user_id): r.id for r in result.all()}
-        return [ids[(r["program_id"], r["platform"], r["user_id"])] for r in rows]
+        created = {(r.program_id, r.platform, r.user_id): r.id for r in result.all()}
+        keys = [(r["program_id"], r["platform"], r["user_id"]) for r in rows]
+        lost = [k for k in keys if k not in created]
+        found = {k: p.id for k, p in (await self.participants_by_identity(lost)).items()}
+        return [(created[k], True) if k in created else (found[k], False) for k in keys]
 
     async def update_participants(self, rows: list[dict[str, Any]]) -> None:
         """Each row: ``pid`` plus the columns to set (all rows must set the same columns)."""
@@ -437,7 +455,8 @@ class Repository:
         return [(m, people[m.participant_id]) for m in here]
 
     async def insert_memberships(self, rows: list[dict[str, Any]]) -> None:
-        await self._executemany(memberships.insert(), rows)
+        """A membership another process stored meanwhile is kept (an upsert, never a conflict)."""
+        await self._executemany(self._insert(memberships).on_conflict_do_nothing(), rows)
 
     async def update_memberships(self, rows: list[dict[str, Any]]) -> None:
         """Each row: ``mid`` plus the columns to set (all rows must set the same columns)."""
@@ -588,30 +607,46 @@ class Repository:
         return [ids[(r["program_id"], r["referred_id"])] for r in rows]
 
     async def due_referrals(self, now: int, limit: int) -> list[Referral]:
-        rows = await self._rows(
+        """Due pending referrals, claimed: on PostgreSQL the rows are locked until this
+        transaction ends and rows another process is sweeping are skipped (SKIP LOCKED)."""
+        query = (
             sa.select(referrals)
             .where(referrals.c.status == ReferralStatus.PENDING.value, referrals.c.due_at <= now)
             .order_by(referrals.c.due_at)
             .limit(limit)
         )
-        return [_referral(r) for r in rows]
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return [_referral(r) for r in await self._rows(query)]
 
-    async def update_referrals(self, rows: list[dict[str, Any]]) -> None:
-        """Each row: ``rid`` plus status, due_at, converted_at, ended_at, reason."""
-        if not rows:
-            return
-        stmt = (
-            referrals.update()
-            .where(referrals.c.id == sa.bindparam("rid"))
-            .values(
-                status=sa.bindparam("status"),
-                due_at=sa.bindparam("due_at"),
-                converted_at=sa.bindparam("converted_at"),
-                ended_at=sa.bindparam("ended_at"),
-                reason=sa.bindparam("reason"),
-            )
-        )
-        await self.conn.execute(stmt, rows)
+    async def update_referrals(self, rows: list[dict[str, Any]]) -> set[int]:
+        """Each row: ``rid`` plus status, due_at, converted_at, ended_at, reason, and ``expect``:
+        the status the caller read. A compare-and-set: a row whose status is no longer
+        ``expect`` (another process changed it meanwhile) is left alone. Returns the ids that
+        were changed; the caller applies the consequences (leaderboard, grants) to those only.
+
+        Rows with the same values share one ``UPDATE … WHERE id IN (…) RETURNING id``.
+        A row without ``expect`` is updated whatever its status (avoid: it can overwrite).
+        """
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for r in rows:
+            values = (r.get("expect"), r["status"], r["due_at"], r["converted_at"])
+            groups[values + (r["ended_at"], r["reason"])].append(r["rid"])
+        won: set[int] = set()
+        for (expect, status, due_at, converted_at, ended_at, reason), ids in groups.items():
+            for chunk in _chunks(ids):
+                stmt = referrals.update().where(referrals.c.id.in_(chunk))
+                if expect is not None:
+                    stmt = stmt.where(referrals.c.status == expect)
+                stmt = stmt.values(
+                    status=status,
+                    due_at=due_at,
+                    converted_at=converted_at,
+                    ended_at=ended_at,
+                    reason=reason,
+                ).returning(referrals.c.id)
+                won.update(r[0] for r in await self._rows(stmt))
+        return won
 
     async def open_referrals_of_referred(self, participant_ids: Iterable[int]) -> list[Referral]:
         out: list[Referral] = []

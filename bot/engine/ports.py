@@ -80,6 +80,13 @@ class Repository(Protocol):
         """Each row: ``pid`` plus the columns to set (all rows must set the same columns)."""
         ...
 
+    # -- multi-process guards (issue 11) --
+
+    async def upsert_participants(self, rows: list[dict[str, Any]]) -> list[tuple[int, bool]]:
+        """(id, created by this transaction) per row, in order; a row another transaction
+        inserted first is found, never a conflict."""
+        ...
+
     async def memberships_of(
         self, participant_ids: Iterable[int]
     ) -> dict[int, list[Membership]]: ...
@@ -132,8 +139,9 @@ class Repository(Protocol):
 
     async def due_referrals(self, now: int, limit: int) -> list[Referral]: ...
 
-    async def update_referrals(self, rows: list[dict[str, Any]]) -> None:
-        """Each row: ``rid`` plus status, due_at, converted_at, ended_at, reason."""
+    async def update_referrals(self, rows: list[dict[str, Any]]) -> set[int]:
+        """Each row: ``rid`` plus status, due_at, converted_at, ended_at, reason, and
+        ``expect`` (the status read). Compare-and-set: returns the ids actually changed."""
         ...
 
     async def open_referrals_of_referred(

@@ -77,10 +77,11 @@ async def hold_referrals(
     }
     if not unique:
         return
-    await repo.update_referrals(
+    won = await repo.update_referrals(
         [
             {
                 "rid": r.id,
+                "expect": r.status.value,
                 "status": ReferralStatus.HELD.value,
                 "due_at": r.due_at,
                 "converted_at": r.converted_at,
@@ -90,7 +91,9 @@ async def hold_referrals(
             for r in unique.values()
         ]
     )
-    was_converted = [r for r in unique.values() if r.status == ReferralStatus.CONVERTED]
+    was_converted = [
+        r for r in unique.values() if r.status == ReferralStatus.CONVERTED and r.id in won
+    ]
     await repo.bump_leaderboard(
         [
             (r.program_id, period, r.referrer_id, -1)
@@ -120,10 +123,11 @@ async def release_referrals(
     held = [r for r in held if r.status == ReferralStatus.HELD]
     if not held:
         return
-    await repo.update_referrals(
+    won = await repo.update_referrals(
         [
             {
                 "rid": r.id,
+                "expect": ReferralStatus.HELD.value,
                 "status": (
                     ReferralStatus.CONVERTED if r.converted_at else ReferralStatus.PENDING
                 ).value,
@@ -135,7 +139,7 @@ async def release_referrals(
             for r in held
         ]
     )
-    back = [r for r in held if r.converted_at]
+    back = [r for r in held if r.converted_at and r.id in won]
     await repo.bump_leaderboard(
         [
             (r.program_id, period, r.referrer_id, 1)
