@@ -631,7 +631,7 @@ class Repository:
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         for r in rows:
             values = (r.get("expect"), r["status"], r["due_at"], r["converted_at"])
-            groups[values + (r["ended_at"], r["reason"])].append(r["rid"])
+            groups[(*values, r["ended_at"], r["reason"])].append(r["rid"])
         won: set[int] = set()
         for (expect, status, due_at, converted_at, ended_at, reason), ids in groups.items():
             for chunk in _chunks(ids):
