@@ -40,6 +40,8 @@ class OutboxSettings:
     max_attempts: int = 8
     base_backoff_seconds: int = 5
     max_backoff_seconds: int = 3600
+    delivery_timeout_seconds: int = 30  # a platform call with no answer by then is a failure
+    revive_seconds: int = 3600  # dead letters (attempts used up) get a new try at least this often
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.engine.models import (
     AuditEntry,
     Community,
+    DeadLetter,
     FlagStatus,
     FraudFlag,
     Grant,
@@ -26,6 +27,7 @@ from bot.engine.models import (
     LeaderboardRow,
     Membership,
     OutboxItem,
+    OutboxRoute,
     Participant,
     Referral,
     ReferralCode,
@@ -1231,20 +1233,33 @@ class Repository:
     # -- outbox -----------------------------------------------------------------------------
 
     async def add_outbox(self, rows: list[dict[str, Any]]) -> None:
-        """Queue effects; a row whose dedupe key is already queued is skipped (exactly once)."""
+        """Queue effects; a row whose dedupe key is already queued is skipped (exactly once).
+
+        Each row is routed by its community (``route_key``, from the payload's community)."""
         self.outbox_added = self.outbox_added or bool(rows)
+        for r in rows:
+            if "route_key" not in r:
+                community = json.loads(r["payload"]).get("community")
+                r["route_key"] = None if community is None else str(community)[:64]
         for chunk in _chunks(rows):
             await self.conn.execute(self._insert(outbox).on_conflict_do_nothing(), list(chunk))
 
-    async def due_outbox(self, now: int, limit: int, platforms: Sequence[str]) -> list[OutboxItem]:
-        """Items due for the platforms this process serves (others are left to their process)."""
+    async def due_outbox(
+        self,
+        now: int,
+        limit: int,
+        platforms: Sequence[str],
+        routes: Mapping[str, OutboxRoute | None] | None = None,
+    ) -> list[OutboxItem]:
+        """Items due for the platforms (and, with ``routes``, the communities or Discord
+        shards) this process serves; the others are left to their process, untouched."""
         query = (
             sa.select(outbox)
             .where(
                 outbox.c.delivered_at.is_(None),
                 outbox.c.failed_at.is_(None),
                 outbox.c.next_attempt_at <= now,
-                outbox.c.platform.in_(list(platforms)),
+                _routed(platforms, routes or {}),
             )
             .order_by(outbox.c.next_attempt_at, outbox.c.id)
             .limit(limit)
@@ -1275,11 +1290,14 @@ class Repository:
             .values(attempts=attempts, next_attempt_at=next_at, last_error=error[:500])
         )
 
-    async def mark_failed(self, outbox_id: int, attempts: int, now: int, error: str) -> None:
+    async def mark_failed(
+        self, outbox_id: int, attempts: int, now: int, error: str, reason: str = "refused"
+    ) -> None:
+        """A dead letter: no longer claimed, kept with why (``reason``) until retried."""
         await self.conn.execute(
             outbox.update()
             .where(outbox.c.id == outbox_id)
-            .values(attempts=attempts, failed_at=now, last_error=error[:500])
+            .values(attempts=attempts, failed_at=now, last_error=error[:500], dead_reason=reason)
         )
 
     async def outbox_keys(self, keys: Iterable[str]) -> set[str]:
@@ -1290,3 +1308,73 @@ class Repository:
             )
             found.update(r[0] for r in rows)
         return found
+
+    # -- outbox: dead letters and claims (issue 11) --
+
+    async def release_outbox(self, ids: list[int], now: int) -> None:
+        """Claimed items this process will not deliver (a clean stop): due again at once,
+        for whichever process runs next, with no attempt spent."""
+        for chunk in _chunks(ids):
+            await self.conn.execute(
+                outbox.update()
+                .where(outbox.c.id.in_(chunk), outbox.c.delivered_at.is_(None))
+                .where(outbox.c.failed_at.is_(None))
+                .values(next_attempt_at=now)
+            )
+
+    async def revive_outbox(
+        self,
+        platforms: Sequence[str],
+        now: int,
+        attempts: int,
+        *,
+        reasons: Sequence[str] = ("attempts",),
+        communities: Sequence[str] | None = None,
+    ) -> int:
+        """Dead letters back in the queue, due now, with ``attempts`` already spent; returns
+        how many. Only those given up for ``reasons``, optionally of some communities."""
+        stmt = outbox.update().where(
+            outbox.c.failed_at.is_not(None),
+            outbox.c.delivered_at.is_(None),
+            outbox.c.platform.in_(list(platforms)),
+            outbox.c.dead_reason.in_(list(reasons)),
+        )
+        if communities is not None:
+            stmt = stmt.where(outbox.c.route_key.in_(list(communities)))
+        result = await self.conn.execute(
+            stmt.values(failed_at=None, dead_reason=None, next_attempt_at=now, attempts=attempts)
+        )
+        return result.rowcount or 0
+
+    async def dead_letters(self, platform: str, communities: Sequence[str]) -> list[DeadLetter]:
+        """The dead letters of some communities, grouped by kind, reason and error."""
+        rows = await self._rows(
+            sa.select(outbox.c.kind, outbox.c.dead_reason, outbox.c.last_error, sa.func.count())
+            .where(
+                outbox.c.failed_at.is_not(None),
+                outbox.c.delivered_at.is_(None),
+                outbox.c.platform == platform,
+                outbox.c.route_key.in_(list(communities)),
+            )
+            .group_by(outbox.c.kind, outbox.c.dead_reason, outbox.c.last_error)
+            .order_by(sa.func.count().desc(), outbox.c.kind)
+        )
+        return [DeadLetter(k, r or "refused", e or "", n) for k, r, e, n in rows]
+
+
+def _routed(platforms: Sequence[str], routes: Mapping[str, OutboxRoute | None]) -> Any:
+    """The claim's WHERE for routing: each platform, narrowed by its route if it has one."""
+    terms = []
+    for name in platforms:
+        route = routes.get(name)
+        term = outbox.c.platform == name
+        if route is not None and route.communities is not None:
+            term = sa.and_(term, outbox.c.route_key.in_(sorted(route.communities)))
+        if route is not None and route.shard_count > 0:
+            # Discord: shard = (guild_id >> 22) % shard_count; >> 22 is integer division.
+            # CASE: the cast is evaluated for this platform's rows only (others aren't numbers).
+            guild = sa.case((outbox.c.platform == name, sa.cast(outbox.c.route_key, sa.BigInteger)))
+            shard = guild / 4194304 % route.shard_count
+            term = sa.and_(term, shard.in_(list(route.shard_ids)))
+        terms.append(term)
+    return sa.or_(*terms) if terms else sa.false()

@@ -6,17 +6,19 @@ Generated from that class's signatures, then kept by hand: change both together.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from bot.engine.models import (
     AuditEntry,
     Community,
+    DeadLetter,
     FraudFlag,
     Grant,
     LeaderboardRow,
     Membership,
     OutboxItem,
+    OutboxRoute,
     Participant,
     Referral,
     ReferralCode,
@@ -292,8 +294,15 @@ class Repository(Protocol):
         """Queue effects; a row whose dedupe key is already queued is skipped (exactly once)."""
         ...
 
-    async def due_outbox(self, now: int, limit: int, platforms: Sequence[str]) -> list[OutboxItem]:
-        """Items due for the platforms this process serves (others are left to their process)."""
+    async def due_outbox(
+        self,
+        now: int,
+        limit: int,
+        platforms: Sequence[str],
+        routes: Mapping[str, OutboxRoute | None] | None = None,
+    ) -> list[OutboxItem]:
+        """Items due for the platforms (and with ``routes`` the communities or Discord shards)
+        this process serves; others are left to their process."""
         ...
 
     async def lease_outbox(self, ids: list[int], until: int) -> None: ...
@@ -302,9 +311,35 @@ class Repository(Protocol):
 
     async def mark_retry(self, outbox_id: int, attempts: int, next_at: int, error: str) -> None: ...
 
-    async def mark_failed(self, outbox_id: int, attempts: int, now: int, error: str) -> None: ...
+    async def mark_failed(
+        self, outbox_id: int, attempts: int, now: int, error: str, reason: str = "refused"
+    ) -> None:
+        """A dead letter: ``reason`` "attempts" (every attempt failed) or "refused"."""
+        ...
 
     async def outbox_keys(self, keys: Iterable[str]) -> set[str]: ...
+
+    # -- outbox: dead letters and claims (issue 11) --
+
+    async def release_outbox(self, ids: list[int], now: int) -> None:
+        """Claimed items this process will not deliver: due again at once, no attempt spent."""
+        ...
+
+    async def revive_outbox(
+        self,
+        platforms: Sequence[str],
+        now: int,
+        attempts: int,
+        *,
+        reasons: Sequence[str] = ("attempts",),
+        communities: Sequence[str] | None = None,
+    ) -> int:
+        """Dead letters back in the queue (due now, ``attempts`` spent); returns how many."""
+        ...
+
+    async def dead_letters(self, platform: str, communities: Sequence[str]) -> list[DeadLetter]:
+        """Dead letters of some communities, grouped by kind, reason and error."""
+        ...
 
 
 class Store(Protocol):

@@ -10,7 +10,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bot.engine import admin, communities, leaderboard, members, referrals, rewards
+from bot.engine import (
+    admin,
+    communities,
+    dead_letters,
+    leaderboard,
+    members,
+    referrals,
+    rewards,
+)
 from bot.engine import codes as codes_mod
 from bot.engine.admin import Actor
 from bot.engine.context import EngineContext
@@ -21,6 +29,7 @@ from bot.engine.members import Activity, JoinResult, LeaveResult
 from bot.engine.models import (
     AuditEntry,
     Community,
+    DeadLetter,
     FraudFlag,
     Grant,
     GrantStatus,
@@ -560,3 +569,17 @@ class ReferralEngine:
 
     async def run_digests(self) -> int:
         return await self.store.write(lambda repo: leaderboard.post_digests(repo, self.ctx))
+
+    # -- outbox: dead letters (issue 11) ----------------------------------------------------
+
+    async def dead_letters(self, ref: CommunityRef) -> list[DeadLetter]:
+        """What could not be delivered in the program's communities: kind, why, how many."""
+        community = await self.community(ref)
+        return await self.store.read(lambda repo: dead_letters.of_program(repo, community))
+
+    async def retry_dead_letters(self, ref: CommunityRef, actor: Actor) -> int:
+        """An admin sends every dead letter of the program back into the queue."""
+        community = await self.community(ref)
+        return await self.store.write(
+            lambda repo: dead_letters.retry(repo, self.ctx, community, actor)
+        )

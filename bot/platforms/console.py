@@ -24,7 +24,7 @@ from bot.engine.events import (
     MessagePosted,
     UserRef,
 )
-from bot.engine.models import Community, OutboxItem
+from bot.engine.models import Community, OutboxItem, OutboxRoute
 from bot.engine.text import Text, from_json
 from bot.platforms.base import DeliveryError
 from commands import dispatch
@@ -85,6 +85,10 @@ class ConsolePlatform:
 
     async def create_referral_link(self, community: Community, code: str) -> str:
         return f"console://join/{code}"
+
+    def route(self) -> OutboxRoute:
+        """This process delivers the outbox items of its own console communities only."""
+        return OutboxRoute(communities=frozenset(self.communities))
 
     def render(self, text: Text, locale: str = "en") -> str:
         assert self.app is not None

@@ -20,7 +20,7 @@ from bot.engine.events import (
     MessagePosted,
     UserRef,
 )
-from bot.engine.models import Community, OutboxItem
+from bot.engine.models import Community, OutboxItem, OutboxRoute
 from bot.engine.text import Text, t
 from bot.platforms.discord.attribution import Verdict
 from bot.platforms.discord.client import ReferralClient, shard_options
@@ -144,6 +144,16 @@ class DiscordPlatform:
 
     async def deliver(self, item: OutboxItem) -> None:
         await self.deliverer.deliver(item)
+
+    def route(self) -> OutboxRoute | None:
+        """With explicit shards, this process claims only the outbox items of its shards' guilds
+        (the shard is computed in the claim's WHERE), so no item bounces off another process."""
+        if self.settings.shard_count > 0 and self.settings.shard_ids:
+            return OutboxRoute(
+                shard_count=self.settings.shard_count,
+                shard_ids=tuple(int(x) for x in self.settings.shard_ids),
+            )
+        return None
 
     async def create_referral_link(self, community: Community, code: str) -> str:
         """A bot-owned personal invite (never expires, unique) for one referral code."""
