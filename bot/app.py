@@ -23,6 +23,7 @@ from bot.platforms.base import Platform
 from config.i18n import Catalog
 from config.settings import ConfigError, Settings
 from storage.database import Database
+from storage.leader import Leadership
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class App:
         self.outbox = OutboxWorker(self.db, self.platforms, self.clock, settings.outbox)
         self.db.writer.on_outbox.append(self.outbox.wake)
         self.scheduler: AsyncIOScheduler | None = None
+        self.leadership = Leadership(settings.database.url, settings.jobs.leader_check_seconds)
 
     async def open(self) -> None:
         """Storage and platforms, without background work (scenarios drive time themselves)."""
@@ -143,6 +145,7 @@ class App:
     async def start(self) -> None:
         """Everything, including the scheduler and the outbox worker (``referral-bot run``)."""
         await self.open()
+        await self.leadership.start()
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         jobs.schedule(self.scheduler, self)
         self.scheduler.start()
@@ -165,6 +168,7 @@ class App:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
+        await self.leadership.stop()  # another process leads from its next check
         try:
             for platform in self.platforms.values():
                 try:

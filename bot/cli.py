@@ -6,20 +6,23 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 from bot.app import App, program_defaults
 from bot.engine.clock import SystemClock
+from bot.engine.errors import UserError
 from bot.platforms.console import ConsolePlatform
 from bot.platforms.registry import build_platforms
-from bot.scenario import ScenarioError, ScenarioRunner
+from bot.scenario import ScenarioError, ScenarioRunner, _options
 from config import settings as config
 from storage.backup import backup_sqlite
-from storage.database import Database, redact
+from storage.database import Database, StorageError, redact
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.scenario"
 log = logging.getLogger("referral-bot")
@@ -86,6 +89,74 @@ async def _console(settings: config.Settings) -> int:
     return 0
 
 
+class ShiftableClock:
+    """The system clock plus an offset that console input may move (``clock_controls``)."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def now(self) -> int:
+        return SystemClock().now() + self.offset
+
+
+def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:
+    """Lines of stdin, read by a daemon thread: a blocked read never delays a stop, and the
+    process exits without waiting for Enter. None marks the end of the input."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def pump() -> None:
+        try:
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+        except (OSError, ValueError):
+            pass
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=pump, name="console-stdin", daemon=True).start()
+    return queue
+
+
+_PERSON_SAYS = re.compile(r"^([\w.\-]+)(?:@([\w.\-]+))?:\s?(.*)$")
+_DURATION = re.compile(r"^(\d+)([mhd])$")
+
+
+async def _console_line(
+    console: ConsolePlatform, clock: ShiftableClock | None, line: str
+) -> str | None:
+    """One line typed (or piped) into `run`'s console; returns a message when it can't be read.
+
+    ``<user>[@<community>]: <text>``, ``join``/``leave``/``role`` as in scenarios, and, with
+    ``console.clock_controls``, ``advance <N>(m|h|d)``.
+    """
+    word, _, rest = line.strip().partition(" ")
+    words = rest.split()
+    if not word:
+        return None
+    try:
+        if word == "join" and words:
+            opts = _options(words[1:], {"via", "code", "in"}, 0)
+            await console.join(words[0], opts.get("in"), opts.get("via"), opts.get("code"))
+        elif word == "leave" and words:
+            await console.leave(words[0], _options(words[1:], {"in"}, 0).get("in"))
+        elif word == "role" and len(words) >= 2:
+            await console.set_role(words[0], words[1], _options(words[2:], {"in"}, 0).get("in"))
+        elif word == "advance" and clock is not None and len(words) == 1:
+            match = _DURATION.match(words[0])
+            if not match:
+                return "advance takes a duration like 30m, 12h or 3d"
+            clock.offset += int(match.group(1)) * {"m": 60, "h": 3600, "d": 86400}[match[2]]
+        elif (said := _PERSON_SAYS.match(line.strip())) is not None:
+            user, community, text = said.groups()
+            await console.say(user, text, community)
+        else:
+            return "type as a member, e.g.  alice: /invite  (or join/leave/role as in scenarios)"
+    except ScenarioError as exc:
+        return str(exc).removeprefix("line 0: ")
+    except UserError as exc:
+        return console.render(exc.text)
+    return None
+
+
 async def _run(settings: config.Settings) -> int:
     try:
         platforms = build_platforms(settings)
@@ -98,35 +169,69 @@ async def _run(settings: config.Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    app = App(settings, platforms, clock=SystemClock())
-    await app.start()
-    console = next((p for p in platforms if isinstance(p, ConsolePlatform)), None)
-    if console is not None:
-        for name in settings.console.communities:
-            await console.add_community(name)
+    clock = ShiftableClock()
+    app = App(settings, platforms, clock=clock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(
-        f"referral-bot running on {', '.join(app.platforms)} with "
-        f"{redact(settings.database.url)}; Ctrl-C stops it."
-    )
     try:
-        if console is not None and sys.stdin.isatty():
-            print("Type as a member, e.g.  alice: /invite")
-            while not stop.is_set():
-                line = await asyncio.to_thread(input, "> ")
-                if ":" in line:
-                    user, _, text = line.partition(":")
-                    await console.say(user.strip(), text.strip())
-        else:
-            await stop.wait()
-    except (EOFError, KeyboardInterrupt):
-        pass
+        await app.start()
+    except StorageError as exc:
+        print(f"database error: {exc}", file=sys.stderr)
+        await app.db.close()
+        return 2
+    try:
+        console = next((p for p in platforms if isinstance(p, ConsolePlatform)), None)
+        if console is not None:
+            for name in settings.console.communities:
+                if name not in console.communities:
+                    await console.add_community(name)
+        print(
+            f"referral-bot running on {', '.join(app.platforms)} with "
+            f"{redact(settings.database.url)}; Ctrl-C stops it.",
+            flush=True,
+        )
+        if console is not None and sys.stdin is not None:
+            await _read_console(console, settings, clock, stop, loop)
+        await stop.wait()
     finally:
         await app.close()
     return 0
+
+
+async def _read_console(
+    console: ConsolePlatform,
+    settings: config.Settings,
+    clock: ShiftableClock,
+    stop: asyncio.Event,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Console input until a signal (at once, even mid-line) or the end of the input."""
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("Type as a member, e.g.  alice: /invite")
+    lines = _stdin_lines(loop)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        while not stop.is_set():
+            if interactive:
+                print("> ", end="", flush=True)
+            reading = asyncio.create_task(lines.get())
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                reading.cancel()
+                return
+            line = reading.result()
+            if line is None:
+                return  # end of input: keep serving until a signal
+            problem = await _console_line(
+                console, clock if settings.console.clock_controls else None, line
+            )
+            if problem:
+                print(f"  {problem}", flush=True)
+    finally:
+        stopping.cancel()
 
 
 async def _migrate(settings: config.Settings) -> int:
@@ -183,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = _with_database(settings, args.database or _temp_database())
         return asyncio.run(_simulate(settings, args.file))
     if args.command == "console":
-        return asyncio.run(_console(settings))
+        try:
+            return asyncio.run(_console(settings))
+        except StorageError as exc:
+            print(f"database error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
     if args.command == "backup":

@@ -33,6 +33,7 @@ class JobSettings:
     activity_flush_seconds: int = 5
     outbox_poll_seconds: int = 2
     recheck_seconds: int = 3600
+    leader_check_seconds: int = 5  # PostgreSQL: how often a follower tries to become leader
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class CodeSettings:
 class ConsoleSettings:
     enabled: bool = True
     communities: tuple[str, ...] = ("lounge",)
+    # `run` reads `advance <N>(m|h|d)` from the console to move this process's clock (tests).
+    clock_controls: bool = False
 
 
 @dataclass(frozen=True)

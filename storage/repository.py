@@ -56,6 +56,9 @@ from storage.tables import (
 )
 
 CHUNK = 500  # bound parameter lists well under SQLite's and asyncpg's limits
+# An outbox item due now: 0, not the writer's clock, so a process whose clock is behind the
+# writer's (several hosts, a clock jump) still sees it due at once.
+DUE_AT_ONCE = 0
 
 ParticipantKey = tuple[int, str, str]  # (program_id, platform, user_id)
 
@@ -1238,6 +1241,8 @@ class Repository:
         Each row is routed by its community (``route_key``, from the payload's community)."""
         self.outbox_added = self.outbox_added or bool(rows)
         for r in rows:
+            if r["next_attempt_at"] <= r["created_at"]:
+                r["next_attempt_at"] = DUE_AT_ONCE  # due on any process, whatever its clock
             if "route_key" not in r:
                 community = json.loads(r["payload"]).get("community")
                 r["route_key"] = None if community is None else str(community)[:64]
@@ -1319,7 +1324,7 @@ class Repository:
                 outbox.update()
                 .where(outbox.c.id.in_(chunk), outbox.c.delivered_at.is_(None))
                 .where(outbox.c.failed_at.is_(None))
-                .values(next_attempt_at=now)
+                .values(next_attempt_at=DUE_AT_ONCE)
             )
 
     async def revive_outbox(
@@ -1342,7 +1347,9 @@ class Repository:
         if communities is not None:
             stmt = stmt.where(outbox.c.route_key.in_(list(communities)))
         result = await self.conn.execute(
-            stmt.values(failed_at=None, dead_reason=None, next_attempt_at=now, attempts=attempts)
+            stmt.values(
+                failed_at=None, dead_reason=None, next_attempt_at=DUE_AT_ONCE, attempts=attempts
+            )
         )
         return result.rowcount or 0
 
