@@ -24,6 +24,7 @@ from config.i18n import Catalog
 from config.settings import ConfigError, Settings
 from storage.database import Database
 from storage.leader import Leadership
+from storage.notifications import CommunityChanges
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,11 @@ class App:
         self.db.writer.on_outbox.append(self.outbox.wake)
         self.scheduler: AsyncIOScheduler | None = None
         self.leadership = Leadership(settings.database.url, settings.jobs.leader_check_seconds)
+        self.community_changes = CommunityChanges(
+            settings.database.url,
+            forget=lambda key: self.ctx.communities.pop(key, None),
+            forget_all=self.ctx.communities.clear,
+        )
 
     async def open(self) -> None:
         """Storage and platforms, without background work (scenarios drive time themselves)."""
@@ -144,6 +150,7 @@ class App:
 
     async def start(self) -> None:
         """Everything, including the scheduler and the outbox worker (``referral-bot run``)."""
+        await self.community_changes.start()  # before events arrive: no change is missed
         await self.open()
         await self.leadership.start()
         self.scheduler = AsyncIOScheduler(timezone="UTC")
@@ -169,6 +176,7 @@ class App:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
         await self.leadership.stop()  # another process leads from its next check
+        await self.community_changes.stop()
         try:
             for platform in self.platforms.values():
                 try:

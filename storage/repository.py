@@ -59,6 +59,8 @@ CHUNK = 500  # bound parameter lists well under SQLite's and asyncpg's limits
 # An outbox item due now: 0, not the writer's clock, so a process whose clock is behind the
 # writer's (several hosts, a clock jump) still sees it due at once.
 DUE_AT_ONCE = 0
+# PostgreSQL NOTIFY channel: "<platform>:<external id>" of a community that changed program.
+COMMUNITY_CHANNEL = "referral_bot_community"
 
 ParticipantKey = tuple[int, str, str]  # (program_id, platform, user_id)
 
@@ -353,6 +355,24 @@ class Repository:
             .where(communities.c.id == community_id)
             .values(program_id=target_program_id)
         )
+        await self._community_changed(community_id)
+
+    async def _community_changed(self, community_id: int) -> None:
+        """Tell every process that caches this community (PostgreSQL NOTIFY: delivered when,
+        and only if, this transaction commits). One process on SQLite: nothing to tell."""
+        if self.dialect != "postgresql":
+            return
+        row = (
+            await self.conn.execute(
+                sa.select(communities.c.platform, communities.c.external_id).where(
+                    communities.c.id == community_id
+                )
+            )
+        ).first()
+        if row is not None:
+            await self.conn.execute(
+                sa.select(sa.func.pg_notify(COMMUNITY_CHANNEL, f"{row[0]}:{row[1]}"))
+            )
 
     # -- participants and memberships -------------------------------------------------------
 

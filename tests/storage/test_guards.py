@@ -195,3 +195,35 @@ async def test_the_same_person_joining_two_communities_at_once_is_one_participan
         return people, rooms
 
     assert await h.app.db.read(stored) == (1, 2)  # one person, a member of both communities
+
+
+async def test_a_community_moved_by_one_process_is_re_read_by_the_others(pg_harness: Harness):
+    """/link-program in one process; another process that cached the community follows it."""
+    from bot.engine.admin import Actor
+
+    a = pg_harness
+    await a.console.add_community("hall")
+    b = Harness(a.app.settings.database.url)
+    await b.app.open()
+    await b.app.community_changes.start()
+    try:
+        await b.console.add_community("lounge")
+        await b.console.add_community("hall")  # b now caches hall in its own first program
+        before = b.app.ctx.communities[("console", "hall")].program_id
+        admin = Actor("alice", "alice")
+        token = await a.engine.link_token(LOUNGE, admin)
+        target = await a.engine.link_program(HALL, admin, token)
+        assert target != before
+
+        async def forgotten() -> None:
+            while ("console", "hall") in b.app.ctx.communities:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(forgotten(), 30)  # the notice arrives (bounded wait)
+        await b.console.join("zoe", "hall")
+        person = await b.app.db.read(
+            lambda repo: repo.participants_by_identity([(target, "console", "zoe")])
+        )
+        assert (target, "console", "zoe") in person  # the join went to the linked program
+    finally:
+        await b.app.close()
