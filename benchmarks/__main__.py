@@ -23,6 +23,7 @@ BENCHMARKS = (
     "fraud_recall",
     "discord_burst",
     "telegram_fanout",
+    "processes",
 )
 
 

@@ -1,7 +1,7 @@
 """The outbox worker: delivers queued messages and role changes, with retries and backoff.
 
 An item is marked delivered only after its platform accepted it. Claimed items are leased
-(``LEASE_SECONDS``, renewed while this process still holds them), so a second process
+(``outbox.lease_seconds``, renewed while this process still holds them), so a second process
 (PostgreSQL) never sends the same item at the same time; a clean stop releases what was
 claimed but not sent, and an item whose process crashed comes due again when its lease ends.
 
@@ -26,11 +26,10 @@ from bot.platforms.base import DeliveryError, Platform, lane_of
 from config.settings import OutboxSettings
 
 log = logging.getLogger(__name__)
-# A claim is another process's to take only after this, unless renewed: this process renews
-# the leases of everything it still holds every LEASE_SECONDS / 3 (and a clean stop releases
-# them), so the lease only matters after a crash: the crashed process's items wait this long.
-LEASE_SECONDS = 60
-RENEW_SECONDS = LEASE_SECONDS / 3
+# A claim is another process's to take only after the lease (outbox.lease_seconds, 60 s) unless
+# renewed: this process renews the leases of everything it still holds every third of it (and a
+# clean stop releases them), so the lease only matters after a crash: the crashed process's
+# unsent items wait this long.
 # After a success, dead letters of that platform are revived at most this often.
 REVIVE_AFTER_SUCCESS_SECONDS = 60
 
@@ -58,6 +57,7 @@ class OutboxWorker:
         self._dead_known: dict[str, bool] = {}
         self._revived_at: dict[str, int] = {}
         self._task: asyncio.Task | None = None
+        self.lease = max(3, settings.lease_seconds)
         self.delivered = 0
         self.failed = 0
 
@@ -84,7 +84,7 @@ class OutboxWorker:
         async def op(repo: Repository) -> list[OutboxItem]:
             now = self.clock.now()
             items = await repo.due_outbox(now, self.batch, list(self.platforms), routes)
-            await repo.lease_outbox([i.id for i in items], now + LEASE_SECONDS)
+            await repo.lease_outbox([i.id for i in items], now + self.lease)
             return items
 
         items = await self.store.write(op)
@@ -94,12 +94,12 @@ class OutboxWorker:
     async def _renew(self) -> None:
         """Keep the leases of what this process still holds (queued or in flight)."""
         loop = asyncio.get_running_loop()
-        if loop.time() - self._renewed < RENEW_SECONDS:
+        if loop.time() - self._renewed < self.lease / 3:
             return
         self._renewed = loop.time()
         ids = list(self._claimed)
         if ids:
-            until = self.clock.now() + LEASE_SECONDS
+            until = self.clock.now() + self.lease
             await self.store.write(lambda repo: repo.lease_outbox(ids, until))
 
     async def drain(self) -> int:
@@ -133,7 +133,7 @@ class OutboxWorker:
                     return self.delivered - before
                 if not items and busy:
                     await asyncio.wait(
-                        busy, timeout=RENEW_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                        busy, timeout=self.lease / 3, return_when=asyncio.FIRST_COMPLETED
                     )
         except BaseException:
             for task in lanes.values():

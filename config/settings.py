@@ -43,6 +43,7 @@ class OutboxSettings:
     max_backoff_seconds: int = 3600
     delivery_timeout_seconds: int = 30  # a platform call with no answer by then is a failure
     revive_seconds: int = 3600  # dead letters (attempts used up) get a new try at least this often
+    lease_seconds: int = 60  # a claimed item is another process's to take after this (crash)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,12 @@ class BotProcess:
     async def stop(self, within: float = 30) -> int:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.proc.wait(), within)
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), within)
+        except TimeoutError:
+            self.kill()  # never leave a stuck process behind a failed test
+            await self.proc.wait()
+            raise
         await asyncio.gather(*self._readers, return_exceptions=True)
         return code
 

@@ -54,6 +54,13 @@ def account_created_at(snowflake: int) -> int:
     return ((snowflake >> 22) + DISCORD_EPOCH_MS) // 1000
 
 
+def state_file_name(settings: DiscordSettings) -> str:
+    """One state file per set of shards: processes that split the shards never share one."""
+    if settings.shard_ids:
+        return f"discord-state-shards-{'-'.join(str(int(x)) for x in settings.shard_ids)}.json"
+    return "discord-state.json"
+
+
 class DiscordPlatform:
     name = PLATFORM
     capabilities = Capabilities(
@@ -80,7 +87,7 @@ class DiscordPlatform:
         self.state_dir = state_dir
         self.app: App | None = None
         self.catalog = Catalog()
-        self.state = AdapterState(Path(state_dir or ".") / "discord-state.json")
+        self.state = AdapterState(Path(state_dir or ".") / state_file_name(settings))
         self.interactions = Interactions(self)
         self.problems: dict[int, list[Text]] = {}  # delivery failures only an admin can fix
         self._inviter_codes: dict[tuple[int, str], str] = {}
