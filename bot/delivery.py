@@ -161,6 +161,17 @@ class OutboxWorker:
         """None when delivered (or dead-lettered); else when the item is tried again."""
         platform = self.platforms[item.platform]
         timeout = self.settings.delivery_timeout_seconds
+        if item.attempts >= self.settings.max_attempts:
+            # Every attempt was recorded and none came back: the process stopped (crashed)
+            # while sending it, again and again. Not once more, and not automatically again:
+            # a dead letter an admin retries (/outbox retry).
+            return await self._failed(
+                item, "the process stopped while sending it", False, None, False
+            )
+        # Recorded before sending: an item that takes its process down still runs out of
+        # attempts, and a crash re-sends only the items that were in flight.
+        sending = item.attempts + 1
+        await self.store.write(lambda repo: repo.record_attempt(item.id, sending))
         try:
             await asyncio.wait_for(platform.deliver(item), timeout)
         except DeliveryError as exc:

@@ -1336,6 +1336,12 @@ class Repository:
 
     # -- outbox: dead letters and claims (issue 11) --
 
+    async def record_attempt(self, outbox_id: int, attempts: int) -> None:
+        """An attempt is about to be made: counted before the platform is called."""
+        await self.conn.execute(
+            outbox.update().where(outbox.c.id == outbox_id).values(attempts=attempts)
+        )
+
     async def release_outbox(self, ids: list[int], now: int) -> None:
         """Claimed items this process will not deliver (a clean stop): due again at once,
         for whichever process runs next, with no attempt spent."""

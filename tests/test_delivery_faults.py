@@ -171,3 +171,30 @@ async def test_close_cancels_a_lane_hung_on_a_platform(db_url: str):
     finally:
         await again.app.close()
     assert "[bot -> #lounge] Welcome to lounge, @alice!" in said
+
+
+async def test_an_item_that_takes_its_process_down_runs_out_of_attempts(harness: Harness):
+    """Each attempt is recorded before the platform is called, so a crash counts too."""
+    from bot.delivery import OutboxWorker
+
+    hanging = Hanging(harness.console, "welcome:", forever=True)
+    await harness.console.join("alice")
+    settings = harness.app.outbox.settings
+    for _ in range(settings.max_attempts):
+        worker = OutboxWorker(harness.app.db, {"console": hanging}, harness.clock, settings)
+        hanging.entered.clear()
+        drain = asyncio.create_task(worker.drain())
+        await asyncio.wait_for(hanging.entered.wait(), STALLED)
+        drain.cancel()  # the process dies while sending: no stop, no release
+        await asyncio.gather(drain, return_exceptions=True)
+        harness.clock.advance(settings.lease_seconds + 1)
+    calls = hanging.hung
+    worker = OutboxWorker(harness.app.db, {"console": hanging}, harness.clock, settings)
+    await asyncio.wait_for(worker.drain(), STALLED)
+    assert hanging.hung == calls  # not sent once more
+    [dead] = [d for d in await harness.engine.dead_letters(_lounge(harness)) if d.kind == "message"]
+    assert dead.reason == "refused" and "stopped while sending" in dead.error
+
+
+def _lounge(h: Harness):
+    return h.console.community("lounge").ref

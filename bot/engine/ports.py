@@ -321,6 +321,10 @@ class Repository(Protocol):
 
     # -- outbox: dead letters and claims (issue 11) --
 
+    async def record_attempt(self, outbox_id: int, attempts: int) -> None:
+        """Count an attempt before the platform is called (a crash then counts too)."""
+        ...
+
     async def release_outbox(self, ids: list[int], now: int) -> None:
         """Claimed items this process will not deliver: due again at once, no attempt spent."""
         ...
