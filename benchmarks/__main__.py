@@ -24,6 +24,7 @@ BENCHMARKS = (
     "discord_burst",
     "telegram_fanout",
     "telegram_crash",
+    "processes",
 )
 
 

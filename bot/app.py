@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import fields
 from typing import TYPE_CHECKING
@@ -26,6 +25,8 @@ from bot.supervise import PlatformSupervisor
 from config.i18n import Catalog
 from config.settings import ConfigError, Settings
 from storage.database import Database
+from storage.leader import Leadership
+from storage.notifications import CommunityChanges
 
 if TYPE_CHECKING:
     from bot.http import HealthServer
@@ -142,10 +143,15 @@ class App:
         self.outbox = OutboxWorker(self.db, self.platforms, self.clock, settings.outbox)
         self.db.writer.on_outbox.append(self.outbox.wake)
         self.scheduler: AsyncIOScheduler | None = None
-        self._outbox_task: asyncio.Task | None = None
         # Platforms that cannot connect are retried in the background (bot/supervise.py).
         self.supervisor = PlatformSupervisor(self)
         self.http: HealthServer | None = None
+        self.leadership = Leadership(settings.database.url, settings.jobs.leader_check_seconds)
+        self.community_changes = CommunityChanges(
+            settings.database.url,
+            forget=lambda key: self.ctx.communities.pop(key, None),
+            forget_all=self.ctx.communities.clear,
+        )
 
     async def open(self) -> None:
         """Storage and platforms, without background work (scenarios drive time themselves)."""
@@ -159,19 +165,28 @@ class App:
 
             self.http = HealthServer(self)
             await self.http.start()
+        await self.community_changes.start()  # before events arrive: no change is missed
         await self.open()
+        await self.leadership.start()
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         jobs.schedule(self.scheduler, self)
         self.scheduler.start()
-        self._outbox_task = asyncio.create_task(
-            self.outbox.run(self.settings.jobs.outbox_poll_seconds), name="outbox-worker"
-        )
+        self.outbox.start(self.settings.jobs.outbox_poll_seconds)
         log.info("event=app.started platforms=%s", ",".join(self.platforms))
 
     async def run_jobs(self) -> None:
         await jobs.run_all(self)
 
     async def close(self) -> None:
+        """A clean stop, in an order that loses nothing acknowledged:
+
+        1. the scheduler stops (no job starts any more);
+        2. the platforms stop taking events;
+        3. the final flush writes every message counted until then;
+        4. the outbox worker and its lanes are cancelled and awaited, and the items it claimed
+           but did not send are released (due at once for the next process);
+        5. the writer finishes what is queued and the database closes.
+        """
         await self.supervisor.stop()
         if self.http is not None:
             await self.http.stop()
@@ -179,16 +194,17 @@ class App:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
-        if self._outbox_task is not None:
-            self._outbox_task.cancel()
-            try:
-                await self._outbox_task
-            except asyncio.CancelledError:
-                pass
-            self._outbox_task = None
+        await self.leadership.stop()  # another process leads from its next check
+        await self.community_changes.stop()
         try:
+            for platform in self.platforms.values():
+                try:
+                    await platform.stop()
+                except Exception:
+                    log.exception("event=app.platform_stop_failed platform=%s", platform.name)
             await self.engine.flush_activity()
         finally:
-            for platform in self.platforms.values():
-                await platform.stop()
-            await self.db.close()
+            try:
+                await self.outbox.stop()
+            finally:
+                await self.db.close()

@@ -6,25 +6,28 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 from bot import redaction
 from bot.app import App, program_defaults
 from bot.engine.clock import SystemClock
+from bot.engine.errors import UserError
 from bot.engine.text import t
 from bot.logformat import setup_logging
 from bot.platforms.console import ConsolePlatform
 from bot.platforms.registry import build_platforms
-from bot.scenario import ScenarioError, ScenarioRunner
+from bot.scenario import ScenarioError, ScenarioRunner, _options
 from bot.supervise import DatabaseUnreachable, PlatformRejected, wait_for_database
 from config import settings as config
 from config.i18n import Catalog
 from storage.backup import RunLock, backup_sqlite, restore_sqlite
-from storage.database import Database, redact
+from storage.database import Database, StorageError, redact
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.scenario"
 log = logging.getLogger("referral-bot")
@@ -98,6 +101,74 @@ async def _console(settings: config.Settings) -> int:
     return 0
 
 
+class ShiftableClock:
+    """The system clock plus an offset that console input may move (``clock_controls``)."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def now(self) -> int:
+        return SystemClock().now() + self.offset
+
+
+def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:
+    """Lines of stdin, read by a daemon thread: a blocked read never delays a stop, and the
+    process exits without waiting for Enter. None marks the end of the input."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def pump() -> None:
+        try:
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+        except (OSError, ValueError):
+            pass
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=pump, name="console-stdin", daemon=True).start()
+    return queue
+
+
+_PERSON_SAYS = re.compile(r"^([\w.\-]+)(?:@([\w.\-]+))?:\s?(.*)$")
+_DURATION = re.compile(r"^(\d+)([mhd])$")
+
+
+async def _console_line(
+    console: ConsolePlatform, clock: ShiftableClock | None, line: str
+) -> str | None:
+    """One line typed (or piped) into `run`'s console; returns a message when it can't be read.
+
+    ``<user>[@<community>]: <text>``, ``join``/``leave``/``role`` as in scenarios, and, with
+    ``console.clock_controls``, ``advance <N>(m|h|d)``.
+    """
+    word, _, rest = line.strip().partition(" ")
+    words = rest.split()
+    if not word:
+        return None
+    try:
+        if word == "join" and words:
+            opts = _options(words[1:], {"via", "code", "in"}, 0)
+            await console.join(words[0], opts.get("in"), opts.get("via"), opts.get("code"))
+        elif word == "leave" and words:
+            await console.leave(words[0], _options(words[1:], {"in"}, 0).get("in"))
+        elif word == "role" and len(words) >= 2:
+            await console.set_role(words[0], words[1], _options(words[2:], {"in"}, 0).get("in"))
+        elif word == "advance" and clock is not None and len(words) == 1:
+            match = _DURATION.match(words[0])
+            if not match:
+                return "advance takes a duration like 30m, 12h or 3d"
+            clock.offset += int(match.group(1)) * {"m": 60, "h": 3600, "d": 86400}[match[2]]
+        elif (said := _PERSON_SAYS.match(line.strip())) is not None:
+            user, community, text = said.groups()
+            await console.say(user, text, community)
+        else:
+            return "type as a member, e.g.  alice: /invite  (or join/leave/role as in scenarios)"
+    except ScenarioError as exc:
+        return str(exc).removeprefix("line 0: ")
+    except UserError as exc:
+        return console.render(exc.text)
+    return None
+
+
 async def _run(settings: config.Settings) -> int:
     try:
         platforms = build_platforms(settings)
@@ -115,27 +186,19 @@ async def _run(settings: config.Settings) -> int:
     except DatabaseUnreachable as exc:
         print(_database_line(exc), file=sys.stderr)
         return 1
-    lock = RunLock.for_url(settings.database.url)
-    if lock is not None and not lock.acquire():
-        print(f"run: {lock.held_message()}", file=sys.stderr)
-        return 2
-    try:
-        return await _serve(settings, platforms)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _database_line(exc: DatabaseUnreachable) -> str:
-    return Catalog().render(
-        t("ops.database.unreachable", url=exc.url, seconds=f"{exc.seconds:g}", reason=exc.reason)
-    )
-
-
-async def _serve(settings: config.Settings, platforms: list) -> int:
-    app = App(settings, platforms, clock=SystemClock())
+    clock = ShiftableClock()
+    app = App(settings, platforms, clock=clock)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    app.supervisor.on_fatal.append(lambda _exc: stop.set())  # a token rejected on a retry
     try:
         await app.start()
+    except StorageError as exc:
+        print(f"database error: {exc}", file=sys.stderr)
+        await app.close()
+        return 2
     except PlatformRejected as exc:
         await app.close()
         print(str(exc), file=sys.stderr)
@@ -144,42 +207,72 @@ async def _serve(settings: config.Settings, platforms: list) -> int:
         await app.close()
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # e.g. a token the platform rejects: said once, redacted
+    except Exception as exc:  # e.g. a platform that fails at start: said once, redacted
         log.error("event=app.start_failed error=%s", type(exc).__name__, exc_info=True)
         await app.close()
         print(f"referral-bot could not start: {_redacted(str(exc))}", file=sys.stderr)
         return 1
-    console = next((p for p in platforms if isinstance(p, ConsolePlatform)), None)
-    if console is not None:
-        for name in settings.console.communities:
-            await console.add_community(name)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    app.supervisor.on_fatal.append(lambda _exc: stop.set())  # a token rejected on a retry
-    print(
-        f"referral-bot running on {', '.join(app.platforms)} with "
-        f"{redact(settings.database.url)}; Ctrl-C stops it."
-    )
     try:
-        if console is not None and sys.stdin.isatty():
-            print("Type as a member, e.g.  alice: /invite")
-            while not stop.is_set():
-                line = await asyncio.to_thread(input, "> ")
-                if ":" in line:
-                    user, _, text = line.partition(":")
-                    await console.say(user.strip(), text.strip())
-        else:
-            await stop.wait()
-    except (EOFError, KeyboardInterrupt):
-        pass
+        console = next((p for p in platforms if isinstance(p, ConsolePlatform)), None)
+        if console is not None:
+            for name in settings.console.communities:
+                if name not in console.communities:
+                    await console.add_community(name)
+        print(
+            f"referral-bot running on {', '.join(app.platforms)} with "
+            f"{redact(settings.database.url)}; Ctrl-C stops it.",
+            flush=True,
+        )
+        if console is not None and sys.stdin is not None:
+            await _read_console(console, settings, clock, stop, loop)
+        await stop.wait()
     finally:
         await app.close()
     if app.supervisor.fatal is not None:
         print(str(app.supervisor.fatal), file=sys.stderr)
         return 2
     return 0
+
+
+
+def _database_line(exc: DatabaseUnreachable) -> str:
+    return Catalog().render(
+        t("ops.database.unreachable", url=exc.url, seconds=f"{exc.seconds:g}", reason=exc.reason)
+    )
+
+
+async def _read_console(
+    console: ConsolePlatform,
+    settings: config.Settings,
+    clock: ShiftableClock,
+    stop: asyncio.Event,
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Console input until a signal (at once, even mid-line) or the end of the input."""
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("Type as a member, e.g.  alice: /invite")
+    lines = _stdin_lines(loop)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        while not stop.is_set():
+            if interactive:
+                print("> ", end="", flush=True)
+            reading = asyncio.create_task(lines.get())
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                reading.cancel()
+                return
+            line = reading.result()
+            if line is None:
+                return  # end of input: keep serving until a signal
+            problem = await _console_line(
+                console, clock if settings.console.clock_controls else None, line
+            )
+            if problem:
+                print(f"  {problem}", flush=True)
+    finally:
+        stopping.cancel()
 
 
 async def _migrate(settings: config.Settings) -> int:
@@ -274,7 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = _with_database(settings, args.database or _temp_database())
         return asyncio.run(_simulate(settings, args.file))
     if args.command == "console":
-        return asyncio.run(_console(settings))
+        try:
+            return asyncio.run(_console(settings))
+        except StorageError as exc:
+            print(f"database error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
     if args.command == "backup":

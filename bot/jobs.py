@@ -28,6 +28,10 @@ class Job:
     name: str
     interval_setting: str  # a key of [jobs] in the settings
     run: Callable[[App], Awaitable[object]]
+    # Run by the leader only when several processes share a database (storage/leader.py).
+    # Each of these is also safe on every process (claimed rows, compare-and-set transitions,
+    # UNIQUE dedupe keys); the leader keeps them from doing the same work twice.
+    singleton: bool = False
 
 
 async def _flush(app: App) -> object:
@@ -57,10 +61,10 @@ async def _outbox(app: App) -> object:
 # In dependency order: counts before the sweep, grants before announcements, all before delivery.
 JOBS = (
     Job("activity_flush", "activity_flush_seconds", _flush),
-    Job("conversion_sweep", "sweep_seconds", _sweep),
-    Job("review_deadlines", "sweep_seconds", _deadlines),
-    Job("tier_announcements", "announce_seconds", _announce),
-    Job("leaderboard_digest", "digest_check_seconds", _digest),
+    Job("conversion_sweep", "sweep_seconds", _sweep, singleton=True),
+    Job("review_deadlines", "sweep_seconds", _deadlines, singleton=True),
+    Job("tier_announcements", "announce_seconds", _announce, singleton=True),
+    Job("leaderboard_digest", "digest_check_seconds", _digest, singleton=True),
     Job("outbox_delivery", "outbox_poll_seconds", _outbox),
 )
 
@@ -83,6 +87,15 @@ async def run_all(app: App) -> None:
         await run_job(app, job)
 
 
+async def run_scheduled(app: App, job: Job) -> None:
+    """What the scheduler runs: a singleton job only on the leader (every process flushes its
+    own message counts and delivers its own outbox items)."""
+    if job.singleton and not app.leadership.is_leader:
+        log.debug("event=job.skipped job=%s reason=not-leader", job.name)
+        return
+    await run_job(app, job)
+
+
 def schedule(scheduler: AsyncIOScheduler, app: App) -> None:
     """Every job but delivery: a running app has its own outbox worker, woken by each commit."""
     for job in JOBS:
@@ -90,7 +103,7 @@ def schedule(scheduler: AsyncIOScheduler, app: App) -> None:
             continue
         seconds = getattr(app.settings.jobs, job.interval_setting)
         scheduler.add_job(
-            run_job,
+            run_scheduled,
             IntervalTrigger(seconds=max(1, seconds)),
             args=(app, job),
             id=job.name,

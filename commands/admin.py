@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bot.engine.models import Audience
+from bot.engine.dead_letters import ROLE_KINDS
+from bot.engine.models import Audience, DeadLetter
 from bot.engine.program_settings import SETTING_KEYS, describe_digest
 from bot.engine.rewards import reward_text
 from bot.engine.text import Date, Text, t
@@ -205,6 +206,7 @@ async def link_program(ctx: CommandContext) -> Reply:
 @REGISTRY.command("check", ADMIN)
 async def check(ctx: CommandContext) -> Reply:
     problems = await ctx.diagnose() if ctx.diagnose is not None else []
+    problems = [*problems, *_stuck_lines(await ctx.engine.dead_letters(ctx.community))]
     if not problems:
         return Reply(t("check.ok", platform=ctx.community.platform), private=True)
     return Reply(t("check.problems", lines=problems), private=True)
@@ -245,3 +247,39 @@ async def referral_revoke(ctx: CommandContext) -> Reply:
     return Reply(
         t("admin.referral_revoked", id=ctx.options["referral"], count=revoked), private=True
     )
+
+
+# -- outbox: dead letters (issue 11) ----------------------------------------------------------
+
+_KINDS = ("message", "dm", "grant_role", "revoke_role", "channel_access")
+
+
+def _stuck_lines(dead: list[DeadLetter]) -> list[Text]:
+    """/check's lines about dead letters: role changes never applied are named apart."""
+    roles = sum(d.count for d in dead if d.kind in ROLE_KINDS)
+    others = sum(d.count for d in dead if d.kind not in ROLE_KINDS)
+    lines = [t("outbox.check_roles", count=roles)] if roles else []
+    return lines + ([t("outbox.check_stuck", count=others)] if others else [])
+
+
+@REGISTRY.command("outbox", ADMIN, [Option("action", "choice", required=False, choices=("retry",))])
+async def outbox(ctx: CommandContext) -> Reply:
+    if ctx.options.get("action") == "retry":
+        count = await ctx.engine.retry_dead_letters(ctx.community, ctx.actor)
+        if not count:
+            return Reply(t("outbox.nothing_to_retry"), private=True)
+        return Reply(t("outbox.retried", count=count), private=True)
+    dead = await ctx.engine.dead_letters(ctx.community)
+    if not dead:
+        return Reply(t("outbox.empty"), private=True)
+    lines = [
+        t(
+            "outbox.line",
+            count=d.count,
+            kind=t(f"outbox.kind_{d.kind if d.kind in _KINDS else 'other'}"),
+            why=t(f"outbox.why_{d.reason}"),
+            error=d.error[:200],
+        )
+        for d in dead[:20]
+    ]
+    return Reply(t("outbox.body", total=sum(d.count for d in dead), lines=lines), private=True)

@@ -35,6 +35,7 @@ class JobSettings:
     activity_flush_seconds: int = 5
     outbox_poll_seconds: int = 2
     recheck_seconds: int = 3600
+    leader_check_seconds: int = 5  # PostgreSQL: how often a follower tries to become leader
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class OutboxSettings:
     max_attempts: int = 8
     base_backoff_seconds: int = 5
     max_backoff_seconds: int = 3600
+    delivery_timeout_seconds: int = 30  # a platform call with no answer by then is a failure
+    revive_seconds: int = 3600  # dead letters (attempts used up) get a new try at least this often
+    lease_seconds: int = 60  # a claimed item is another process's to take after this (crash)
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class FloodSettings:
 class ConsoleSettings:
     enabled: bool = True
     communities: tuple[str, ...] = ("lounge",)
+    # `run` reads `advance <N>(m|h|d)` from the console to move this process's clock (tests).
+    clock_controls: bool = False
 
 
 @dataclass(frozen=True)

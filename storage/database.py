@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,6 +56,40 @@ def redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+class StorageError(Exception):
+    """The database cannot be used as configured; the message says why and what to do."""
+
+
+class _ProcessLock:
+    """SQLite serves one bot process: a second one is refused clearly, not left to race.
+
+    An exclusive ``flock`` on ``<database>.lock``, held while the database is open; the
+    kernel frees it when the process ends, however it ends.
+    """
+
+    def __init__(self, database: Path) -> None:
+        self.path = database.with_name(database.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageError(
+                f"another referral-bot process is using {self.path.with_suffix('')}: a SQLite "
+                "database serves one process; stop the other one, or use PostgreSQL "
+                "(database.url) to run several processes"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor frees the lock
+            self._fd = None
+
+
 class Database:
     """The one storage API: a group-commit writer for changes, pooled readers for queries."""
 
@@ -69,10 +105,12 @@ class Database:
                 )
             Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.path: Path | None = Path(database)
+            self._lock: _ProcessLock | None = _ProcessLock(Path(database))
             self.write_engine = _sqlite_engine(url, writer=True)
             self.read_engine = _sqlite_engine(url, writer=False)
         elif self.dialect == "postgresql":
             self.path = None
+            self._lock = None
             self.write_engine = create_async_engine(url, pool_size=2, max_overflow=2)
             self.read_engine = create_async_engine(url, pool_size=5, max_overflow=5)
         else:
@@ -82,8 +120,17 @@ class Database:
         self.writer = Writer(self.write_engine, Repository)
 
     async def open(self, *, migrate: bool = True) -> None:
-        if migrate:
-            await self.migrate()
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            if self.path is not None:
+                self._check_writable(self.path)
+            if migrate:
+                await self.migrate()
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
         self.writer.start()
         log.info("event=storage.opened url=%s", redact(self.url))
 
@@ -107,10 +154,24 @@ class Database:
     ) -> Any:
         return await self.writer.submit(op, item)
 
+    @staticmethod
+    def _check_writable(path: Path) -> None:
+        """A read-only file or folder is a clear sentence at start, not a traceback later."""
+        for target in (path, path.parent):
+            if target.exists() and not os.access(target, os.W_OK):
+                raise StorageError(
+                    f"the database {path} is read-only here ({target} is not writable): "
+                    "give the bot's user write access to the file and its folder"
+                )
+
     async def close(self) -> None:
-        await self.writer.close()
-        await self.write_engine.dispose()
-        await self.read_engine.dispose()
+        try:
+            await self.writer.close()
+            await self.write_engine.dispose()
+            await self.read_engine.dispose()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
 
 def alembic_config() -> Config:

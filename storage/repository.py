@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +20,7 @@ from bot.engine import observe
 from bot.engine.models import (
     AuditEntry,
     Community,
+    DeadLetter,
     FlagStatus,
     FraudFlag,
     Grant,
@@ -29,6 +30,7 @@ from bot.engine.models import (
     Membership,
     OutboxBacklog,
     OutboxItem,
+    OutboxRoute,
     Participant,
     Referral,
     ReferralCode,
@@ -58,6 +60,11 @@ from storage.tables import (
 )
 
 CHUNK = 500  # bound parameter lists well under SQLite's and asyncpg's limits
+# An outbox item due now: 0, not the writer's clock, so a process whose clock is behind the
+# writer's (several hosts, a clock jump) still sees it due at once.
+DUE_AT_ONCE = 0
+# PostgreSQL NOTIFY channel: "<platform>:<external id>" of a community that changed program.
+COMMUNITY_CHANNEL = "referral_bot_community"
 
 ParticipantKey = tuple[int, str, str]  # (program_id, platform, user_id)
 
@@ -353,6 +360,24 @@ class Repository:
             .where(communities.c.id == community_id)
             .values(program_id=target_program_id)
         )
+        await self._community_changed(community_id)
+
+    async def _community_changed(self, community_id: int) -> None:
+        """Tell every process that caches this community (PostgreSQL NOTIFY: delivered when,
+        and only if, this transaction commits). One process on SQLite: nothing to tell."""
+        if self.dialect != "postgresql":
+            return
+        row = (
+            await self.conn.execute(
+                sa.select(communities.c.platform, communities.c.external_id).where(
+                    communities.c.id == community_id
+                )
+            )
+        ).first()
+        if row is not None:
+            await self.conn.execute(
+                sa.select(sa.func.pg_notify(COMMUNITY_CHANNEL, f"{row[0]}:{row[1]}"))
+            )
 
     # -- participants and memberships -------------------------------------------------------
 
@@ -396,6 +421,18 @@ class Repository:
     async def insert_participants(self, rows: list[dict[str, Any]]) -> list[int]:
         """Insert new participants; returns their ids in the order of ``rows``.
 
+        An upsert: a participant another process created meanwhile is found, not a conflict
+        (see ``upsert_participants``, which also says who was created here).
+        """
+        return [pid for pid, _ in await self.upsert_participants(rows)]
+
+    # -- multi-process guards (issue 11): inserts that lose a race find the winner's row ----
+
+    async def upsert_participants(self, rows: list[dict[str, Any]]) -> list[tuple[int, bool]]:
+        """(id, created here) for each row, in order: ``INSERT … ON CONFLICT DO NOTHING``,
+        then the rows another transaction inserted first are read back. So the same person
+        joining two communities served by two processes is one participant, never an error.
+
         Unordered RETURNING of the id with the unique identity, matched back by identity:
         *ordered* RETURNING makes SQLAlchemy insert SQLite rows one by one (a thread hop each).
         """
@@ -403,10 +440,16 @@ class Repository:
             return []
         c = participants.c
         result = await self.conn.execute(
-            participants.insert().returning(c.id, c.program_id, c.platform, c.user_id), rows
+            self._insert(participants)
+            .on_conflict_do_nothing(index_elements=["program_id", "platform", "user_id"])
+            .returning(c.id, c.program_id, c.platform, c.user_id),
+            rows,
         )
-        ids = {(r.program_id, r.platform, r.user_id): r.id for r in result.all()}
-        return [ids[(r["program_id"], r["platform"], r["user_id"])] for r in rows]
+        created = {(r.program_id, r.platform, r.user_id): r.id for r in result.all()}
+        keys = [(r["program_id"], r["platform"], r["user_id"]) for r in rows]
+        lost = [k for k in keys if k not in created]
+        found = {k: p.id for k, p in (await self.participants_by_identity(lost)).items()}
+        return [(created[k], True) if k in created else (found[k], False) for k in keys]
 
     async def update_participants(self, rows: list[dict[str, Any]]) -> None:
         """Each row: ``pid`` plus the columns to set (all rows must set the same columns)."""
@@ -442,7 +485,8 @@ class Repository:
         return [(m, people[m.participant_id]) for m in here]
 
     async def insert_memberships(self, rows: list[dict[str, Any]]) -> None:
-        await self._executemany(memberships.insert(), rows)
+        """A membership another process stored meanwhile is kept (an upsert, never a conflict)."""
+        await self._executemany(self._insert(memberships).on_conflict_do_nothing(), rows)
 
     async def update_memberships(self, rows: list[dict[str, Any]]) -> None:
         """Each row: ``mid`` plus the columns to set (all rows must set the same columns)."""
@@ -707,40 +751,51 @@ class Repository:
         return [ids[(r["program_id"], r["referred_id"])] for r in rows]
 
     async def due_referrals(self, now: int, limit: int) -> list[Referral]:
-        rows = await self._rows(
+        """Due pending referrals, claimed: on PostgreSQL the rows are locked until this
+        transaction ends and rows another process is sweeping are skipped (SKIP LOCKED)."""
+        query = (
             sa.select(referrals)
             .where(referrals.c.status == ReferralStatus.PENDING.value, referrals.c.due_at <= now)
             .order_by(referrals.c.due_at)
             .limit(limit)
         )
-        return [_referral(r) for r in rows]
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return [_referral(r) for r in await self._rows(query)]
 
-    async def update_referrals(self, rows: list[dict[str, Any]]) -> None:
-        """Each row: ``rid`` plus status, due_at, converted_at, ended_at, reason."""
-        if not rows:
-            return
-        if observe.listening():  # metrics: the status each referral had before
-            before: dict[int, str] = {}
-            for chunk in _chunks([r["rid"] for r in rows]):
-                found = await self._rows(
-                    sa.select(referrals.c.id, referrals.c.status).where(referrals.c.id.in_(chunk))
-                )
-                before.update((f.id, f.status) for f in found)
-            _count_transitions(
-                self, [(before.get(r["rid"], "new"), _value(r["status"])) for r in rows]
-            )
-        stmt = (
-            referrals.update()
-            .where(referrals.c.id == sa.bindparam("rid"))
-            .values(
-                status=sa.bindparam("status"),
-                due_at=sa.bindparam("due_at"),
-                converted_at=sa.bindparam("converted_at"),
-                ended_at=sa.bindparam("ended_at"),
-                reason=sa.bindparam("reason"),
-            )
-        )
-        await self.conn.execute(stmt, rows)
+    async def update_referrals(self, rows: list[dict[str, Any]]) -> set[int]:
+        """Each row: ``rid`` plus status, due_at, converted_at, ended_at, reason, and ``expect``:
+        the status the caller read. A compare-and-set: a row whose status is no longer
+        ``expect`` (another process changed it meanwhile) is left alone. Returns the ids that
+        were changed; the caller applies the consequences (leaderboard, grants) to those only.
+
+        Rows with the same values share one ``UPDATE … WHERE id IN (…) RETURNING id``.
+        A row without ``expect`` is updated whatever its status (avoid: it can overwrite).
+        """
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for r in rows:
+            values = (r.get("expect"), r["status"], r["due_at"], r["converted_at"])
+            groups[(*values, r["ended_at"], r["reason"])].append(r["rid"])
+        won: set[int] = set()
+        for (expect, status, due_at, converted_at, ended_at, reason), ids in groups.items():
+            for chunk in _chunks(ids):
+                stmt = referrals.update().where(referrals.c.id.in_(chunk))
+                if expect is not None:
+                    stmt = stmt.where(referrals.c.status == expect)
+                stmt = stmt.values(
+                    status=status,
+                    due_at=due_at,
+                    converted_at=converted_at,
+                    ended_at=ended_at,
+                    reason=reason,
+                ).returning(referrals.c.id)
+                changed = {r[0] for r in await self._rows(stmt)}
+                won |= changed
+                if changed and observe.listening():  # metrics: the transitions really made
+                    _count_transitions(
+                        self, [(_value(expect or "unknown"), _value(status))] * len(changed)
+                    )
+        return won
 
     async def open_referrals_of_referred(self, participant_ids: Iterable[int]) -> list[Referral]:
         out: list[Referral] = []
@@ -1433,20 +1488,35 @@ class Repository:
     # -- outbox -----------------------------------------------------------------------------
 
     async def add_outbox(self, rows: list[dict[str, Any]]) -> None:
-        """Queue effects; a row whose dedupe key is already queued is skipped (exactly once)."""
+        """Queue effects; a row whose dedupe key is already queued is skipped (exactly once).
+
+        Each row is routed by its community (``route_key``, from the payload's community)."""
         self.outbox_added = self.outbox_added or bool(rows)
+        for r in rows:
+            if r["next_attempt_at"] <= r["created_at"]:
+                r["next_attempt_at"] = DUE_AT_ONCE  # due on any process, whatever its clock
+            if "route_key" not in r:
+                community = json.loads(r["payload"]).get("community")
+                r["route_key"] = None if community is None else str(community)[:64]
         for chunk in _chunks(rows):
             await self.conn.execute(self._insert(outbox).on_conflict_do_nothing(), list(chunk))
 
-    async def due_outbox(self, now: int, limit: int, platforms: Sequence[str]) -> list[OutboxItem]:
-        """Items due for the platforms this process serves (others are left to their process)."""
+    async def due_outbox(
+        self,
+        now: int,
+        limit: int,
+        platforms: Sequence[str],
+        routes: Mapping[str, OutboxRoute | None] | None = None,
+    ) -> list[OutboxItem]:
+        """Items due for the platforms (and, with ``routes``, the communities or Discord
+        shards) this process serves; the others are left to their process, untouched."""
         query = (
             sa.select(outbox)
             .where(
                 outbox.c.delivered_at.is_(None),
                 outbox.c.failed_at.is_(None),
                 outbox.c.next_attempt_at <= now,
-                outbox.c.platform.in_(list(platforms)),
+                _routed(platforms, routes or {}),
             )
             .order_by(outbox.c.next_attempt_at, outbox.c.id)
             .limit(limit)
@@ -1477,11 +1547,14 @@ class Repository:
             .values(attempts=attempts, next_attempt_at=next_at, last_error=error[:500])
         )
 
-    async def mark_failed(self, outbox_id: int, attempts: int, now: int, error: str) -> None:
+    async def mark_failed(
+        self, outbox_id: int, attempts: int, now: int, error: str, reason: str = "refused"
+    ) -> None:
+        """A dead letter: no longer claimed, kept with why (``reason``) until retried."""
         await self.conn.execute(
             outbox.update()
             .where(outbox.c.id == outbox_id)
-            .values(attempts=attempts, failed_at=now, last_error=error[:500])
+            .values(attempts=attempts, failed_at=now, last_error=error[:500], dead_reason=reason)
         )
 
     async def outbox_keys(self, keys: Iterable[str]) -> set[str]:
@@ -1587,6 +1660,84 @@ class Repository:
             .order_by(memberships.c.joined_at.desc().nulls_last(), memberships.c.id.desc())
         )
         return list(dict.fromkeys(r.external_id for r in rows))
+    # -- outbox: dead letters and claims (issue 11) --
+
+    async def record_attempt(self, outbox_id: int, attempts: int) -> None:
+        """An attempt is about to be made: counted before the platform is called."""
+        await self.conn.execute(
+            outbox.update().where(outbox.c.id == outbox_id).values(attempts=attempts)
+        )
+
+    async def release_outbox(self, ids: list[int], now: int) -> None:
+        """Claimed items this process will not deliver (a clean stop): due again at once,
+        for whichever process runs next, with no attempt spent."""
+        for chunk in _chunks(ids):
+            await self.conn.execute(
+                outbox.update()
+                .where(outbox.c.id.in_(chunk), outbox.c.delivered_at.is_(None))
+                .where(outbox.c.failed_at.is_(None))
+                .values(next_attempt_at=DUE_AT_ONCE)
+            )
+
+    async def revive_outbox(
+        self,
+        platforms: Sequence[str],
+        now: int,
+        attempts: int,
+        *,
+        reasons: Sequence[str] = ("attempts",),
+        communities: Sequence[str] | None = None,
+    ) -> int:
+        """Dead letters back in the queue, due now, with ``attempts`` already spent; returns
+        how many. Only those given up for ``reasons``, optionally of some communities."""
+        stmt = outbox.update().where(
+            outbox.c.failed_at.is_not(None),
+            outbox.c.delivered_at.is_(None),
+            outbox.c.platform.in_(list(platforms)),
+            outbox.c.dead_reason.in_(list(reasons)),
+        )
+        if communities is not None:
+            stmt = stmt.where(outbox.c.route_key.in_(list(communities)))
+        result = await self.conn.execute(
+            stmt.values(
+                failed_at=None, dead_reason=None, next_attempt_at=DUE_AT_ONCE, attempts=attempts
+            )
+        )
+        return result.rowcount or 0
+
+    async def dead_letters(self, platform: str, communities: Sequence[str]) -> list[DeadLetter]:
+        """The dead letters of some communities, grouped by kind, reason and error."""
+        rows = await self._rows(
+            sa.select(outbox.c.kind, outbox.c.dead_reason, outbox.c.last_error, sa.func.count())
+            .where(
+                outbox.c.failed_at.is_not(None),
+                outbox.c.delivered_at.is_(None),
+                outbox.c.platform == platform,
+                outbox.c.route_key.in_(list(communities)),
+            )
+            .group_by(outbox.c.kind, outbox.c.dead_reason, outbox.c.last_error)
+            .order_by(sa.func.count().desc(), outbox.c.kind)
+        )
+        return [DeadLetter(k, r or "refused", e or "", n) for k, r, e, n in rows]
+
+
+def _routed(platforms: Sequence[str], routes: Mapping[str, OutboxRoute | None]) -> Any:
+    """The claim's WHERE for routing: each platform, narrowed by its route if it has one."""
+    terms = []
+    for name in platforms:
+        route = routes.get(name)
+        term = outbox.c.platform == name
+        if route is not None and route.communities is not None:
+            term = sa.and_(term, outbox.c.route_key.in_(sorted(route.communities)))
+        if route is not None and route.shard_count > 0:
+            # Discord: shard = (guild_id >> 22) % shard_count; >> 22 is integer division.
+            # CASE: the cast is evaluated for this platform's rows only (others aren't numbers).
+            guild = sa.case((outbox.c.platform == name, sa.cast(outbox.c.route_key, sa.BigInteger)))
+            shard = guild / 4194304 % route.shard_count
+            term = sa.and_(term, shard.in_(list(route.shard_ids)))
+        terms.append(term)
+    return sa.or_(*terms) if terms else sa.false()
+
 
 # -- metrics (issue 14: run it for real) --------------------------------------------------------
 

@@ -370,3 +370,19 @@ inbox = Table(
 
 # A referral's own grants (the newcomer's reward), held, released or revoked with it.
 Index("ix_grants_referral", grants.c.referral_id)
+
+# -- several processes, dead letters (issue 11) ----------------------------------------------
+# The community an outbox item is for (its external id): a process claims only the items of
+# the communities (Discord: the shards) it serves.
+outbox.append_column(Column("route_key", String(64)))
+# Why an item stopped being tried ("attempts": every attempt failed on a retryable error, so it
+# is tried again once the platform delivers again; "refused": the platform said retrying cannot
+# help, so it waits for an admin's /outbox retry). NULL while it is alive.
+outbox.append_column(Column("dead_reason", String(20)))
+Index(
+    "ix_outbox_dead",
+    outbox.c.platform,
+    outbox.c.route_key,
+    sqlite_where=text("failed_at IS NOT NULL AND delivered_at IS NULL"),
+    postgresql_where=text("failed_at IS NOT NULL AND delivered_at IS NULL"),
+)

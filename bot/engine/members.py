@@ -130,9 +130,17 @@ async def process_joins(
             origin = "existing" if e.rejoined else "join"
             joined_at = min(e.joined_at, now) if e.joined_at is not None else now
             new_rows[k] = _participant_row(k[0], k[1], e.user, joined_at, origin)
-    new_ids = await repo.insert_participants(list(new_rows.values()))
+    upserted = await repo.upsert_participants(list(new_rows.values()))
+    # A participant another process created meanwhile (the same person joining another
+    # community of the program there) is an existing one here: read it, never insert twice.
+    lost = {k for k, (_, made) in zip(new_rows, upserted, strict=True) if not made}
+    if lost:
+        existing.update(await repo.participants_by_identity(lost))
+    new_ids = [pid for pid, made in upserted if made]
     people: dict[tuple[int, str, str], Participant] = dict(existing)
-    for (k, row), pid in zip(new_rows.items(), new_ids, strict=True):
+    for (k, row), (pid, made) in zip(new_rows.items(), upserted, strict=True):
+        if not made:
+            continue
         people[k] = Participant(
             id=pid,
             program_id=k[0],
@@ -591,6 +599,7 @@ async def process_leaves(
             [
                 {
                     "rid": r.id,
+                    "expect": r.status.value,
                     "status": ReferralStatus.LEFT.value,
                     "due_at": r.due_at,
                     "converted_at": None,

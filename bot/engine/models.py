@@ -208,3 +208,29 @@ class InboxItem:
     update_id: int
     lane: str  # updates of one lane (a chat) are handled in order
     payload: dict
+
+
+# -- several processes, dead letters (issue 11) --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRoute:
+    """Which of a platform's outbox items this process delivers.
+
+    ``communities``: only these community ids (external); ``shard_count``/``shard_ids``: only
+    the communities whose Discord shard, ``(id >> 22) % shard_count``, is one of ``shard_ids``.
+    """
+
+    communities: frozenset[str] | None = None
+    shard_count: int = 0
+    shard_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Outbox items given up on, grouped for an admin: what, why, how many."""
+
+    kind: str
+    reason: str  # "attempts" (retried once the platform delivers again) or "refused"
+    error: str
+    count: int

@@ -6,12 +6,13 @@ Generated from that class's signatures, then kept by hand: change both together.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from bot.engine.models import (
     AuditEntry,
     Community,
+    DeadLetter,
     FraudFlag,
     Grant,
     InboxItem,
@@ -19,6 +20,7 @@ from bot.engine.models import (
     Membership,
     OutboxBacklog,
     OutboxItem,
+    OutboxRoute,
     Participant,
     Referral,
     ReferralCode,
@@ -80,6 +82,13 @@ class Repository(Protocol):
 
     async def update_participants(self, rows: list[dict[str, Any]]) -> None:
         """Each row: ``pid`` plus the columns to set (all rows must set the same columns)."""
+        ...
+
+    # -- multi-process guards (issue 11) --
+
+    async def upsert_participants(self, rows: list[dict[str, Any]]) -> list[tuple[int, bool]]:
+        """(id, created by this transaction) per row, in order; a row another transaction
+        inserted first is found, never a conflict."""
         ...
 
     async def memberships_of(
@@ -170,8 +179,9 @@ class Repository(Protocol):
 
     async def due_referrals(self, now: int, limit: int) -> list[Referral]: ...
 
-    async def update_referrals(self, rows: list[dict[str, Any]]) -> None:
-        """Each row: ``rid`` plus status, due_at, converted_at, ended_at, reason."""
+    async def update_referrals(self, rows: list[dict[str, Any]]) -> set[int]:
+        """Each row: ``rid`` plus status, due_at, converted_at, ended_at, reason, and
+        ``expect`` (the status read). Compare-and-set: returns the ids actually changed."""
         ...
 
     async def open_referrals_of_referred(
@@ -359,8 +369,15 @@ class Repository(Protocol):
         """Queue effects; a row whose dedupe key is already queued is skipped (exactly once)."""
         ...
 
-    async def due_outbox(self, now: int, limit: int, platforms: Sequence[str]) -> list[OutboxItem]:
-        """Items due for the platforms this process serves (others are left to their process)."""
+    async def due_outbox(
+        self,
+        now: int,
+        limit: int,
+        platforms: Sequence[str],
+        routes: Mapping[str, OutboxRoute | None] | None = None,
+    ) -> list[OutboxItem]:
+        """Items due for the platforms (and with ``routes`` the communities or Discord shards)
+        this process serves; others are left to their process."""
         ...
 
     async def lease_outbox(self, ids: list[int], until: int) -> None: ...
@@ -369,7 +386,11 @@ class Repository(Protocol):
 
     async def mark_retry(self, outbox_id: int, attempts: int, next_at: int, error: str) -> None: ...
 
-    async def mark_failed(self, outbox_id: int, attempts: int, now: int, error: str) -> None: ...
+    async def mark_failed(
+        self, outbox_id: int, attempts: int, now: int, error: str, reason: str = "refused"
+    ) -> None:
+        """A dead letter: ``reason`` "attempts" (every attempt failed) or "refused"."""
+        ...
 
     async def outbox_keys(self, keys: Iterable[str]) -> set[str]: ...
 
@@ -403,6 +424,32 @@ class Repository(Protocol):
     # -- member's communities (issue 10) ----------------------------------------------------
 
     async def communities_of_member(self, platform: str, user_id: str) -> list[str]: ...
+
+    # -- outbox: dead letters and claims (issue 11) --
+
+    async def record_attempt(self, outbox_id: int, attempts: int) -> None:
+        """Count an attempt before the platform is called (a crash then counts too)."""
+        ...
+
+    async def release_outbox(self, ids: list[int], now: int) -> None:
+        """Claimed items this process will not deliver: due again at once, no attempt spent."""
+        ...
+
+    async def revive_outbox(
+        self,
+        platforms: Sequence[str],
+        now: int,
+        attempts: int,
+        *,
+        reasons: Sequence[str] = ("attempts",),
+        communities: Sequence[str] | None = None,
+    ) -> int:
+        """Dead letters back in the queue (due now, ``attempts`` spent); returns how many."""
+        ...
+
+    async def dead_letters(self, platform: str, communities: Sequence[str]) -> list[DeadLetter]:
+        """Dead letters of some communities, grouped by kind, reason and error."""
+        ...
 
 
 class Store(Protocol):

@@ -199,6 +199,7 @@ async def sweep(repo: Repository, ctx: EngineContext) -> SweepResult:
         roles = {role for m in active for role in m.roles}
         row = {
             "rid": r.id,
+            "expect": r.status.value,  # compare-and-set: a lost race changes nothing
             "status": r.status.value,
             "due_at": r.due_at,
             "converted_at": None,
@@ -229,7 +230,9 @@ async def sweep(repo: Repository, ctx: EngineContext) -> SweepResult:
         else:
             row["due_at"] = min(now + ctx.recheck_seconds, r.expires_at)
         updates.append(row)
-    await repo.update_referrals(updates)
+    won = await repo.update_referrals(updates)
+    # Only transitions this transaction won have consequences (counts, grants, notices).
+    converted = [r for r in converted if r.id in won]
     created = await _after_conversions(repo, ctx, converted, referred, settings, now)
     # Referrer patterns (leave-early, empty) show over time: look again at this batch's referrers.
     referrers = await repo.participants({r.referrer_id for r in due})
@@ -313,10 +316,11 @@ async def take_back(
         raise UserError("referral.already_rejected", id=referral.id)
     was_converted = referral.status == ReferralStatus.CONVERTED
     held_after_conversion = referral.status == ReferralStatus.HELD and referral.converted_at
-    await repo.update_referrals(
+    won = await repo.update_referrals(
         [
             {
                 "rid": referral.id,
+                "expect": referral.status.value,
                 "status": ReferralStatus.REJECTED.value,
                 "due_at": referral.due_at,
                 "converted_at": referral.converted_at,
@@ -325,6 +329,8 @@ async def take_back(
             }
         ]
     )
+    if referral.id not in won:
+        return 0  # changed meanwhile (another process): its consequences are not ours to undo
     s = await communities.settings_of(repo, ctx, referral.program_id)
     community = await repo.community_by_id(referral.community_id)
     assert community is not None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from bot.engine import (
     admin,
     communities,
+    dead_letters,
     leaderboard,
     members,
     notify,
@@ -32,6 +33,7 @@ from bot.engine.members import Activity, JoinResult, LeaveResult
 from bot.engine.models import (
     AuditEntry,
     Community,
+    DeadLetter,
     FraudFlag,
     Grant,
     GrantStatus,
@@ -712,3 +714,17 @@ class ReferralEngine:
             return person.display_name if person is not None else None
 
         return await self.store.read(op)
+
+    # -- outbox: dead letters (issue 11) ----------------------------------------------------
+
+    async def dead_letters(self, ref: CommunityRef) -> list[DeadLetter]:
+        """What could not be delivered in the program's communities: kind, why, how many."""
+        community = await self.community(ref)
+        return await self.store.read(lambda repo: dead_letters.of_program(repo, community))
+
+    async def retry_dead_letters(self, ref: CommunityRef, actor: Actor) -> int:
+        """An admin sends every dead letter of the program back into the queue."""
+        community = await self.community(ref)
+        return await self.store.write(
+            lambda repo: dead_letters.retry(repo, self.ctx, community, actor)
+        )

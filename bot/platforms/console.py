@@ -23,7 +23,7 @@ from bot.engine.events import (
     MessagePosted,
     UserRef,
 )
-from bot.engine.models import Community, OutboxItem
+from bot.engine.models import Community, OutboxItem, OutboxRoute
 from bot.engine.text import Text, from_json
 from bot.platforms.base import DeliveryError
 from commands import dispatch
@@ -88,6 +88,10 @@ class ConsolePlatform:
 
     async def revoke_referral_link(self, community_id: str, url: str) -> None:
         self.out(f"[bot -> #{community_id}] (link {escape(url)} revoked)")
+
+    def route(self) -> OutboxRoute:
+        """This process delivers the outbox items of its own console communities only."""
+        return OutboxRoute(communities=frozenset(self.communities))
 
     def render(self, text: Text, locale: str = "en") -> str:
         assert self.app is not None

@@ -80,10 +80,11 @@ async def hold_referrals(
     }
     if not unique:
         return
-    await repo.update_referrals(
+    won = await repo.update_referrals(
         [
             {
                 "rid": r.id,
+                "expect": r.status.value,
                 "status": ReferralStatus.HELD.value,
                 "due_at": r.due_at,
                 "converted_at": r.converted_at,
@@ -93,7 +94,9 @@ async def hold_referrals(
             for r in unique.values()
         ]
     )
-    was_converted = [r for r in unique.values() if r.status == ReferralStatus.CONVERTED]
+    was_converted = [
+        r for r in unique.values() if r.status == ReferralStatus.CONVERTED and r.id in won
+    ]
     await repo.bump_leaderboard(
         [
             (r.program_id, period, r.referrer_id, -1)
@@ -150,10 +153,11 @@ async def release_referrals(
     held = [r for r in held if r.status == ReferralStatus.HELD]
     if not held:
         return
-    await repo.update_referrals(
+    won = await repo.update_referrals(
         [
             {
                 "rid": r.id,
+                "expect": ReferralStatus.HELD.value,
                 "status": (
                     ReferralStatus.CONVERTED if r.converted_at else ReferralStatus.PENDING
                 ).value,
@@ -167,6 +171,11 @@ async def release_referrals(
             for r in held
         ]
     )
+    # Only transitions this transaction won have consequences (another process may have
+    # decided meanwhile).
+    held = [r for r in held if r.id in won]
+    if not held:
+        return
     home = await _homes(repo, held)
     await _tell_approved(repo, ctx, held, home, now, event)
     back = [r for r in held if r.converted_at]

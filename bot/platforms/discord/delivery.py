@@ -11,6 +11,7 @@ Problems an admin must fix are logged and listed by /check, so no failure is sil
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -70,6 +71,13 @@ def role_problem(guild: discord.Guild, role: discord.Role) -> Text | None:
     return None
 
 
+def message_nonce(dedupe_key: str, chunk: int) -> str:
+    """The same nonce for every send of one outbox item's chunk: discord.py sends it with
+    ``enforce_nonce``, so Discord drops a repeat (a retry after a lost response) made within
+    a few minutes instead of posting the message twice. At most 25 characters."""
+    return hashlib.sha256(f"{dedupe_key}#{chunk}".encode()).hexdigest()[:25]
+
+
 class Deliverer:
     def __init__(
         self,
@@ -100,7 +108,9 @@ class Deliverer:
         guild = self.client.get_guild(guild_id)
         if guild is None:
             if not self._our_shard(guild_id):  # another process runs that guild's shard
-                raise DeliveryError(f"guild {guild_id} is on another shard", retry_after=1)
+                raise DeliveryError(
+                    f"guild {guild_id} is on another shard", retry_after=1, counts_as_attempt=False
+                )
             raise DeliveryError(f"the bot is not in guild {guild_id}", retryable=False)
         return guild
 
@@ -115,9 +125,9 @@ class Deliverer:
         p = item.payload
         try:
             if item.kind == "message":
-                await self._message(p)
+                await self._message(p, item.dedupe_key)
             elif item.kind == "dm":
-                await self._dm(p)
+                await self._dm(p, item.dedupe_key)
             elif item.kind in ("grant_role", "revoke_role"):
                 await self._role(p, grant=item.kind == "grant_role")
             else:
@@ -128,7 +138,7 @@ class Deliverer:
             raise DeliveryError(f"discord {exc.status}: {exc.text}", retryable=False) from exc
         self.delivered.add(item.dedupe_key)
 
-    async def _message(self, p: dict[str, Any]) -> None:
+    async def _message(self, p: dict[str, Any], key: str) -> None:
         guild = self._guild(p)
         channel = find_channel(guild, p.get("channel"))
         name = p.get("channel") or "-"
@@ -143,12 +153,15 @@ class Deliverer:
         chunks = rendered.chunks()
         for i, chunk in enumerate(chunks):
             last = i == len(chunks) - 1
-            kwargs: dict[str, Any] = {"allowed_mentions": rendered.allowed_mentions}
+            kwargs: dict[str, Any] = {
+                "allowed_mentions": rendered.allowed_mentions,
+                "nonce": message_nonce(key, i),
+            }
             if last and view is not None:
                 kwargs["view"] = view
             await channel.send(chunk, **kwargs)
 
-    async def _dm(self, p: dict[str, Any]) -> None:
+    async def _dm(self, p: dict[str, Any], key: str) -> None:
         if not self.client.is_ready():
             raise DeliveryError("discord is not connected yet", retry_after=5)
         self._role_told_only_once_given(p)
@@ -158,8 +171,10 @@ class Deliverer:
             if user is None:
                 user = await self.client.fetch_user(user_id)
             rendered, _view = self._render(p)
-            for chunk in rendered.chunks():
-                await user.send(chunk, allowed_mentions=rendered.allowed_mentions)
+            for i, chunk in enumerate(rendered.chunks()):
+                await user.send(
+                    chunk, allowed_mentions=rendered.allowed_mentions, nonce=message_nonce(key, i)
+                )
         except discord.Forbidden as exc:  # DMs closed, or no shared guild
             raise DeliveryError(f"user {user_id} does not accept DMs", retryable=False) from exc
         except discord.NotFound as exc:

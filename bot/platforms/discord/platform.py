@@ -21,7 +21,7 @@ from bot.engine.events import (
     MessagePosted,
     UserRef,
 )
-from bot.engine.models import Community, OutboxItem
+from bot.engine.models import Community, OutboxItem, OutboxRoute
 from bot.engine.text import Text, t
 from bot.platforms.base import DeliveryError
 from bot.platforms.discord import join_sources
@@ -81,6 +81,13 @@ def missed_newcomers(guild: discord.Guild, members: list[discord.Member]) -> dic
     }
 
 
+def state_file_name(settings: DiscordSettings) -> str:
+    """One state file per set of shards: processes that split the shards never share one."""
+    if settings.shard_ids:
+        return f"discord-state-shards-{'-'.join(str(int(x)) for x in settings.shard_ids)}.json"
+    return "discord-state.json"
+
+
 class DiscordPlatform:
     name = PLATFORM
     capabilities = Capabilities(
@@ -107,7 +114,7 @@ class DiscordPlatform:
         self.state_dir = state_dir
         self.app: App | None = None
         self.catalog = Catalog()
-        self.state = AdapterState(Path(state_dir or ".") / "discord-state.json")
+        self.state = AdapterState(Path(state_dir or ".") / state_file_name(settings))
         self.interactions = Interactions(self)
         self.problems: dict[int, list[Text]] = {}  # delivery failures only an admin can fix
         self._inviter_codes: dict[tuple[int, str], str] = {}
@@ -203,6 +210,16 @@ class DiscordPlatform:
         if item.kind in ("grant_role", "revoke_role"):
             return f"role:{p.get('community')}:{p.get('role')}"
         return f"channel:{p.get('community')}:{p.get('channel') or ''}"
+
+    def route(self) -> OutboxRoute | None:
+        """With explicit shards, this process claims only the outbox items of its shards' guilds
+        (the shard is computed in the claim's WHERE), so no item bounces off another process."""
+        if self.settings.shard_count > 0 and self.settings.shard_ids:
+            return OutboxRoute(
+                shard_count=self.settings.shard_count,
+                shard_ids=tuple(int(x) for x in self.settings.shard_ids),
+            )
+        return None
 
     async def create_referral_link(self, community: Community, code: str) -> str:
         """A bot-owned personal invite (never expires, unique) for one referral code."""
