@@ -1576,7 +1576,13 @@ class Repository:
                 c.platform,
                 sa.func.count(),
                 sa.func.min(c.created_at),
-                sa.func.min(c.next_attempt_at),
+                # Due since: a fresh row is due at 0 ("at once"), so never before its creation.
+                sa.func.min(
+                    sa.case(
+                        (c.next_attempt_at > c.created_at, c.next_attempt_at),
+                        else_=c.created_at,
+                    )
+                ),
             )
             .where(c.delivered_at.is_(None), c.failed_at.is_(None))
             .group_by(c.platform)
