@@ -186,6 +186,17 @@ async def _run(settings: config.Settings) -> int:
     except DatabaseUnreachable as exc:
         print(_database_line(exc), file=sys.stderr)
         return 1
+    lock = RunLock.for_url(settings.database.url)
+    if lock is not None:  # a quick look: the database itself holds the lock while it is open
+        if not lock.acquire():
+            print(
+                f"run: another referral-bot process is using {lock.database}: a SQLite database "
+                "serves one process; stop the other one, or use PostgreSQL (database.url) to run "
+                f"several processes ({lock.held_message()})",
+                file=sys.stderr,
+            )
+            return 2
+        lock.release()
     clock = ShiftableClock()
     app = App(settings, platforms, clock=clock)
     stop = asyncio.Event()

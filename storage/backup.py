@@ -140,6 +140,10 @@ class RunLock:
             os.close(self._fd)
             self._fd = None
 
+    @property
+    def database(self) -> Path:
+        return self.path.with_name(self.path.name.removesuffix(".lock"))
+
     def held_message(self) -> str:
         try:
             pid = self.path.read_text().strip()

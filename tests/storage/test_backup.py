@@ -92,7 +92,7 @@ async def test_sqlite_backup_under_writes_restores_every_acknowledged_row(
         assert (
             await asyncio.to_thread(main, ["run"]) == 2
         )  # and a second bot does not start on the same file
-        assert "run: a bot is running on" in capsys.readouterr().err
+        assert "run: another referral-bot process is using" in capsys.readouterr().err
     finally:
         lock.release()
     assert len(members(live)) == 400  # refused: nothing was touched
