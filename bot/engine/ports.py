@@ -315,6 +315,8 @@ class Repository(Protocol):
 
     async def communities_of_member(self, platform: str, user_id: str) -> list[str]: ...
 
+    async def change_community_id(self, platform: str, old: str, new: str) -> bool: ...
+
 
 class Store(Protocol):
     """Where the engine's transactions run: a group-commit writer and read connections."""

@@ -28,7 +28,14 @@ from telegram import (
     User,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    RetryAfter,
+    TelegramError,
+)
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.engine.context import Capabilities
@@ -130,6 +137,7 @@ class TelegramPlatform:
         self.application: Application | None = None
         self.me: User | None = None
         self.callbacks = render.CallbackMap()
+        self.migrated: dict[int, int] = {}  # basic group -> the supergroup it became
         # "answer sent in private" pointers: at most one message per group and interval
         self.pointers = Pointers(self.say_text, pointer_interval, pacer_clock)
         self.groups: dict[int, str] = {}  # groups seen since start: id -> title
@@ -275,15 +283,39 @@ class TelegramPlatform:
     async def _send(
         self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None = None, retries: int = 0
     ) -> Message:
-        """One message, paced by the rate limiter (see ratelimit.py)."""
-        return await self.bot.send_message(
-            chat_id,
-            html,
-            parse_mode=ParseMode.HTML,
-            reply_markup=markup,
-            link_preview_options=LinkPreviewOptions(is_disabled=True),
-            rate_limit_args={"retries": retries},
-        )
+        """One message, paced by the rate limiter (see ratelimit.py). A group that became a
+        supergroup is followed to its new id (and the community moves with it)."""
+        chat_id = self.migrated.get(chat_id, chat_id)
+        for _ in range(2):
+            try:
+                return await self.bot.send_message(
+                    chat_id,
+                    html,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                    rate_limit_args={"retries": retries},
+                )
+            except ChatMigrated as exc:
+                await self.group_migrated(chat_id, int(exc.new_chat_id))
+                chat_id = int(exc.new_chat_id)
+        raise DeliveryError(f"chat {chat_id} keeps moving", retryable=False)
+
+    async def group_migrated(self, old: int, new: int) -> bool:
+        """A basic group became a supergroup: same program, same links, same counts. True the
+        first time (then the admins are told, in the new chat)."""
+        self.migrated[old] = new
+        for mapping in (self.groups, self._public):
+            if old in mapping:
+                mapping.setdefault(new, mapping.pop(old))  # type: ignore[attr-defined]
+        for user, chat in list(self.home.items()):
+            if chat == old:
+                self.home[user] = new
+        assert self.app is not None
+        moved = await self.app.engine.community_moved(PLATFORM, str(old), str(new))
+        if moved:
+            log.info("event=telegram.group_migrated old=%s new=%s", old, new)
+        return moved
 
     async def say(
         self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None = None
@@ -340,10 +372,12 @@ class TelegramPlatform:
         """Groups have no channels: a chat id names another chat, `moderators` the moderators'
         chat (telegram.moderators_chat_id); any other name means the group itself."""
         if channel and _CHAT_ID.match(channel):
-            return int(channel)
-        if channel == "moderators" and self.settings.moderators_chat_id:
-            return int(self.settings.moderators_chat_id)
-        return int(community)
+            chat = int(channel)
+        elif channel == "moderators" and self.settings.moderators_chat_id:
+            chat = int(self.settings.moderators_chat_id)
+        else:
+            chat = int(community)
+        return self.migrated.get(chat, chat)
 
     def lane(self, item: OutboxItem) -> str:
         """The outbox delivers one chat's items in order and different chats in parallel:

@@ -58,6 +58,7 @@ def install(application: Application, tg: TelegramPlatform) -> None:
     names = [render.tg_command(c.name) for c in REGISTRY.all()]
     application.add_handler(CommandHandler("start", h.on_start, filters.ChatType.PRIVATE))
     application.add_handler(CommandHandler(names, h.on_command))
+    application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, h.on_migrate))
     application.add_handler(
         MessageHandler(filters.ChatType.GROUPS & ~filters.StatusUpdate.ALL, h.on_message)
     )
@@ -115,6 +116,21 @@ class Handlers:
         else:
             text = t("telegram.setup.ready", community=chat.title or "", bot=self.tg.username)
         await self.tg.say_text(chat.id, text)
+
+    async def on_migrate(self, update: Update, _context: Context) -> None:
+        """A basic group became a supergroup (both chats say so; the first one moves it)."""
+        message = update.message
+        if message is None:
+            return
+        if message.migrate_to_chat_id:
+            old, new = message.chat.id, int(message.migrate_to_chat_id)
+        elif message.migrate_from_chat_id:
+            old, new = int(message.migrate_from_chat_id), message.chat.id
+        else:
+            return
+        if await self.tg.group_migrated(old, new):
+            title = message.chat.title or str(new)
+            await self.tg.say_text(new, t("telegram.migrated", community=title))
 
     # -- members joining and leaving --------------------------------------------------------
 
