@@ -394,6 +394,7 @@ class TelegramPlatform:
         what = f"{item.kind} {item.dedupe_key}"
         if item.kind == "message":
             chat = self.target_chat(p["community"], p.get("channel"))
+            await self._refuse_public_staff_post(p, chat, what)
             buttons = [
                 (self.label(from_json(b["label"]), p["locale"]), b["command"])
                 for b in p.get("buttons", [])
@@ -413,6 +414,20 @@ class TelegramPlatform:
         else:
             raise DeliveryError(f"unknown outbox kind {item.kind!r}", retryable=False)
         self.delivered.add(item.dedupe_key)
+
+    async def _refuse_public_staff_post(self, p: dict, chat: int, what: str) -> None:
+        """A moderators' or admins' message whose channel means the group itself would be
+        read by every member: it is not sent (flags still wait in /fraud-queue)."""
+        channel = p.get("channel")
+        if not channel or chat != self.migrated.get(int(p["community"]), int(p["community"])):
+            return
+        assert self.app is not None
+        settings, _tiers = await self.app.engine.rules(self.ref(chat))
+        staff = {settings.moderator_channel, settings.admin_channel} - {None}
+        if channel in staff and channel != settings.announce_channel:
+            log.warning("event=telegram.staff_post_refused chat=%s channel=%s", chat, channel)
+            raise DeliveryError(f"{what}: the {channel!r} channel is the group itself; set a "
+                                "private chat with /set moderators-chat", retryable=False)
 
     async def _access_link(self, key: str, channel: str, what: str) -> str:
         """A single-use invite to the reward's chat (-100123 or @name), made once per item."""

@@ -126,3 +126,35 @@ async def test_a_group_that_becomes_a_supergroup_keeps_its_program(world: World)
     world.tg.migrated.clear()  # as after a restart: only Telegram's answer knows the new id
     await world.tg.say(old, "still here")
     assert fake.texts(new)[-1] == "still here"
+
+
+async def _two_quick_referrals(world: World, group: int, alice: dict) -> None:
+    fake = world.fake
+    fake.say(group, alice, "/invite")
+    [dm] = texts(await world.settle(), alice["id"])
+    link = INVITE.search(dm).group(0)
+    for name in ("Bob", "Cid", "Dee"):
+        fake.join(group, fake.user(name), link)
+    await world.settle()
+
+
+async def test_moderator_posts_never_go_to_the_main_group(world: World):
+    fake = world.fake
+    group, owner, alice = await group_with_member(world)
+    fake.say(group, owner, "/set velocity 1/10m")
+    fake.say(group, owner, "/set moderator-channel mods")  # a name: on Telegram, this group
+    sent = await world.settle()
+    assert any(m.startswith("A Telegram group has no private channels") for m in texts(sent, group))
+    ref, admin = world.tg.ref(group), Actor(str(owner["id"]), "Olga")
+    await world.app.engine.set_setting(ref, admin, "moderator-channel", "mods")  # as set before
+    await _two_quick_referrals(world, group, alice)
+    assert not [m for m in fake.texts(group) if m.startswith("Flag #")]
+
+    mods = fake.add_group("Mods", owner)
+    await world.settle()
+    fake.say(mods, owner, "/set moderators-chat")  # typed inside the private chat
+    [done] = [m for m in texts(await world.settle(), mods) if m.startswith("Done")]
+    assert done == "Done: this chat now receives the moderator-channel messages of Fans."
+    await _two_quick_referrals(world, group, alice)
+    assert [m for m in fake.texts(mods) if m.startswith("Flag #")]
+    assert not [m for m in fake.texts(group) if m.startswith("Flag #")]
