@@ -220,9 +220,14 @@ class TelegramPlatform:
             failures = 0
             if not updates:
                 continue
-            await self.inbox.receive(
-                [(u.update_id, lane_of_update(u), u.to_dict()) for u in updates]
-            )
+            try:
+                await self.inbox.receive(
+                    [(u.update_id, lane_of_update(u), u.to_dict()) for u in updates]
+                )
+            except Exception:  # the database is away: Telegram keeps them until we're back
+                log.exception("event=telegram.inbox_write_failed count=%d", len(updates))
+                await asyncio.sleep(5.0)
+                continue
             offset = updates[-1].update_id + 1  # confirms them: they are stored
 
     async def _handle_stored(self, item: InboxItem) -> None:
