@@ -89,7 +89,12 @@ class Inbox:
         """Until cancelled: take what is stored and not processed, lane by lane."""
         while True:
             self._wakeup.clear()
-            taken = await self._take()
+            try:
+                taken = await self._take()
+            except Exception:  # the database is away: what is stored waits for it
+                log.exception("event=inbox.read_failed platform=%s", self.platform)
+                await asyncio.sleep(poll_seconds)
+                continue
             self._prune()
             if not taken and not self._workers:
                 self._idle.set()
@@ -159,7 +164,16 @@ class Inbox:
         async def op(repo: Repository) -> None:
             await repo.mark_inbox_processed(platform, [update_id], now)
 
-        await self.store.write(op)
+        delay = 0.5
+        while True:  # handled already: keep trying to say so rather than handle it again
+            try:
+                await self.store.write(op)
+                return
+            except Exception:
+                log.exception("event=inbox.mark_failed platform=%s update=%s", platform,
+                              update_id)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     def _prune(self) -> None:
         now = self.clock.now()

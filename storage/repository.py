@@ -1744,6 +1744,20 @@ def _routed(platforms: Sequence[str], routes: Mapping[str, OutboxRoute | None]) 
         terms.append(term)
     return sa.or_(*terms) if terms else sa.false()
 
+    # -- community id changes (issue 10): a Telegram group that became a supergroup ---------
+
+    async def change_community_id(self, platform: str, old: str, new: str) -> bool:
+        """The community known as ``old`` is known as ``new`` from now on (same program,
+        links and counts). False if ``old`` is unknown or ``new`` is taken."""
+        if await self.community(platform, new) is not None:
+            return False
+        result = await self.conn.execute(
+            communities.update()
+            .where(communities.c.platform == platform, communities.c.external_id == old)
+            .values(external_id=new)
+        )
+        return bool(result.rowcount)
+
 
 # -- metrics (issue 14: run it for real) --------------------------------------------------------
 

@@ -451,6 +451,8 @@ class Repository(Protocol):
         """Dead letters of some communities, grouped by kind, reason and error."""
         ...
 
+    async def change_community_id(self, platform: str, old: str, new: str) -> bool: ...
+
 
 class Store(Protocol):
     """Where the engine's transactions run: a group-commit writer and read connections."""

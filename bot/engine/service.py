@@ -728,3 +728,23 @@ class ReferralEngine:
         return await self.store.write(
             lambda repo: dead_letters.retry(repo, self.ctx, community, actor)
         )
+
+    async def community_moved(self, platform: str, old: str, new: str) -> bool:
+        """A community's platform id changed (a Telegram group became a supergroup): it keeps
+        its program, links and counts. Idempotent: True only the first time."""
+
+        async def op(repo: Repository) -> bool:
+            moved = await repo.change_community_id(platform, old, new)
+            if moved:
+                community = await repo.community(platform, new)
+                assert community is not None
+                await repo.add_audit(
+                    community.program_id, community.id, "system", "community.moved",
+                    {"platform": platform, "from": old, "to": new}, self.ctx.clock.now(),
+                )  # fmt: skip
+            return moved
+
+        moved = await self.store.write(op)
+        if moved:
+            self.ctx.communities.pop((platform, old), None)
+        return moved

@@ -74,9 +74,16 @@ def _chat_of(params: dict[str, Any]) -> int | None:
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, description: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        description: str,
+        retry_after: int | None = None,
+        migrate_to: int | None = None,
+    ) -> None:
         super().__init__(description)
         self.code, self.description, self.retry_after = code, description, retry_after
+        self.migrate_to = migrate_to
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,7 @@ class FakeTelegram:
         self.forced_429: dict[int, list[int]] = {}
         self.forced_answered: list[tuple[int, int]] = []
         self.approved: list[tuple[int, int]] = []
+        self.migrated: dict[int, int] = {}  # basic group -> the supergroup it became
         self._pending_requests: dict[tuple[int, int], str | None] = {}
         self.answered: list[dict[str, Any]] = []
         self.webhook: dict[str, Any] | None = None
@@ -325,6 +333,8 @@ class FakeTelegram:
             }
             if exc.retry_after is not None:
                 body["parameters"] = {"retry_after": exc.retry_after}
+            if exc.migrate_to is not None:
+                body["parameters"] = {"migrate_to_chat_id": exc.migrate_to}
             return web.json_response(body, status=exc.code)
         return web.json_response({"ok": True, "result": result})
 
@@ -432,6 +442,25 @@ class FakeTelegram:
         new = member_json(self.bot, status, **rights)
         chat.members[self.bot["id"]] = new
         return self._push("my_chat_member", self._change(chat, by, self.bot, old, new))
+
+    def migrate(self, chat_id: int, by: dict[str, Any]) -> int:
+        """A basic group becomes a supergroup: a new id, the same members; the old chat says
+        ``migrate_to_chat_id``, the new one ``migrate_from_chat_id``, sends to the old id fail."""
+        old = self.chats[chat_id]
+        new_id = -1_001_000_000_000 - next(self._chat_ids)
+        new = Chat(new_id, "supergroup", old.title, old.username, dict(old.members))
+        self.chats[new_id] = new
+        self.migrated[chat_id] = new_id
+        for link in self.links.values():  # invite links keep working, for the supergroup
+            if link.chat_id == chat_id:
+                link.chat_id = new_id
+        for chat, key, value in ((old, "migrate_to_chat_id", new_id),
+                                 (new, "migrate_from_chat_id", chat_id)):  # fmt: skip
+            self._push("message", {
+                "message_id": self._next_message(chat.id), "from": by, "chat": chat.json(),
+                "date": int(time.time()), key: value,
+            })  # fmt: skip
+        return new_id
 
     def promote(self, chat_id: int, user: dict[str, Any]) -> None:
         self.chats[chat_id].members[user["id"]] = member_json(user, "administrator")
@@ -673,6 +702,9 @@ class FakeTelegram:
         if isinstance(chat_id, int) and chat_id in self.users and chat_id not in self.started:
             raise ApiError(403, "Forbidden: bot can't initiate conversation with a user")
         chat = self.chat(chat_id)
+        if chat.id in self.migrated:
+            raise ApiError(400, "Bad Request: group chat was upgraded to a supergroup chat",
+                           migrate_to=self.migrated[chat.id])  # fmt: skip
         if chat.type != "private" and not self._in(chat, self.bot["id"]):
             raise ApiError(403, "Forbidden: bot is not a member of the supergroup chat")
         html = str(p["text"])

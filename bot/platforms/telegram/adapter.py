@@ -28,7 +28,14 @@ from telegram import (
     User,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    RetryAfter,
+    TelegramError,
+)
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.engine.context import Capabilities
@@ -133,6 +140,7 @@ class TelegramPlatform:
         self.application: Application | None = None
         self.me: User | None = None
         self.callbacks = render.CallbackMap()
+        self.migrated: dict[int, int] = {}  # basic group -> the supergroup it became
         # "answer sent in private" pointers: at most one message per group and interval
         self.pointers = Pointers(self.say_text, pointer_interval, pacer_clock)
         self.groups: dict[int, str] = {}  # groups seen since start: id -> title
@@ -222,9 +230,14 @@ class TelegramPlatform:
             failures = 0
             if not updates:
                 continue
-            await self.inbox.receive(
-                [(u.update_id, lane_of_update(u), u.to_dict()) for u in updates]
-            )
+            try:
+                await self.inbox.receive(
+                    [(u.update_id, lane_of_update(u), u.to_dict()) for u in updates]
+                )
+            except Exception:  # the database is away: Telegram keeps them until we're back
+                log.exception("event=telegram.inbox_write_failed count=%d", len(updates))
+                await asyncio.sleep(5.0)
+                continue
             offset = updates[-1].update_id + 1  # confirms them: they are stored
 
     async def _handle_stored(self, item: InboxItem) -> None:
@@ -285,15 +298,39 @@ class TelegramPlatform:
     async def _send(
         self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None = None, retries: int = 0
     ) -> Message:
-        """One message, paced by the rate limiter (see ratelimit.py)."""
-        return await self.bot.send_message(
-            chat_id,
-            html,
-            parse_mode=ParseMode.HTML,
-            reply_markup=markup,
-            link_preview_options=LinkPreviewOptions(is_disabled=True),
-            rate_limit_args={"retries": retries},
-        )
+        """One message, paced by the rate limiter (see ratelimit.py). A group that became a
+        supergroup is followed to its new id (and the community moves with it)."""
+        chat_id = self.migrated.get(chat_id, chat_id)
+        for _ in range(2):
+            try:
+                return await self.bot.send_message(
+                    chat_id,
+                    html,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                    rate_limit_args={"retries": retries},
+                )
+            except ChatMigrated as exc:
+                await self.group_migrated(chat_id, int(exc.new_chat_id))
+                chat_id = int(exc.new_chat_id)
+        raise DeliveryError(f"chat {chat_id} keeps moving", retryable=False)
+
+    async def group_migrated(self, old: int, new: int) -> bool:
+        """A basic group became a supergroup: same program, same links, same counts. True the
+        first time (then the admins are told, in the new chat)."""
+        self.migrated[old] = new
+        for mapping in (self.groups, self._public):
+            if old in mapping:
+                mapping.setdefault(new, mapping.pop(old))  # type: ignore[attr-defined]
+        for user, chat in list(self.home.items()):
+            if chat == old:
+                self.home[user] = new
+        assert self.app is not None
+        moved = await self.app.engine.community_moved(PLATFORM, str(old), str(new))
+        if moved:
+            log.info("event=telegram.group_migrated old=%s new=%s", old, new)
+        return moved
 
     async def say(
         self, chat_id: int, html: str, markup: InlineKeyboardMarkup | None = None
@@ -350,10 +387,12 @@ class TelegramPlatform:
         """Groups have no channels: a chat id names another chat, `moderators` the moderators'
         chat (telegram.moderators_chat_id); any other name means the group itself."""
         if channel and _CHAT_ID.match(channel):
-            return int(channel)
-        if channel == "moderators" and self.settings.moderators_chat_id:
-            return int(self.settings.moderators_chat_id)
-        return int(community)
+            chat = int(channel)
+        elif channel == "moderators" and self.settings.moderators_chat_id:
+            chat = int(self.settings.moderators_chat_id)
+        else:
+            chat = int(community)
+        return self.migrated.get(chat, chat)
 
     def lane(self, item: OutboxItem) -> str:
         """The outbox delivers one chat's items in order and different chats in parallel:
@@ -370,6 +409,7 @@ class TelegramPlatform:
         what = f"{item.kind} {item.dedupe_key}"
         if item.kind == "message":
             chat = self.target_chat(p["community"], p.get("channel"))
+            await self._refuse_public_staff_post(p, chat, what)
             buttons = [
                 (self.label(from_json(b["label"]), p["locale"]), b["command"])
                 for b in p.get("buttons", [])
@@ -389,6 +429,20 @@ class TelegramPlatform:
         else:
             raise DeliveryError(f"unknown outbox kind {item.kind!r}", retryable=False)
         self.delivered.add(item.dedupe_key)
+
+    async def _refuse_public_staff_post(self, p: dict, chat: int, what: str) -> None:
+        """A moderators' or admins' message whose channel means the group itself would be
+        read by every member: it is not sent (flags still wait in /fraud-queue)."""
+        channel = p.get("channel")
+        if not channel or chat != self.migrated.get(int(p["community"]), int(p["community"])):
+            return
+        assert self.app is not None
+        settings, _tiers = await self.app.engine.rules(self.ref(chat))
+        staff = {settings.moderator_channel, settings.admin_channel} - {None}
+        if channel in staff and channel != settings.announce_channel:
+            log.warning("event=telegram.staff_post_refused chat=%s channel=%s", chat, channel)
+            raise DeliveryError(f"{what}: the {channel!r} channel is the group itself; set a "
+                                "private chat with /set moderators-chat", retryable=False)
 
     async def _access_link(self, key: str, channel: str, what: str) -> str:
         """A single-use invite to the reward's chat (-100123 or @name), made once per item."""

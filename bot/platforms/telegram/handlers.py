@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 GROUPS = (ChatType.GROUP, ChatType.SUPERGROUP)
+# `/set moderators-chat` (typed inside that chat) sets moderator-channel to it; same for admins
+PRIVATE_CHATS = {"moderators-chat": "moderator-channel", "admins-chat": "admin-channel"}
 JOIN_REQUEST = "jr:"  # callback data of the held join request buttons: jr:<a|d>:<chat>:<user>
 Context = ContextTypes.DEFAULT_TYPE
 
@@ -60,6 +62,7 @@ def install(application: Application, tg: TelegramPlatform) -> None:
     names = [render.tg_command(c.name) for c in REGISTRY.all()]
     application.add_handler(CommandHandler("start", h.on_start, filters.ChatType.PRIVATE))
     application.add_handler(CommandHandler(names, h.on_command))
+    application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, h.on_migrate))
     application.add_handler(
         MessageHandler(filters.ChatType.GROUPS & ~filters.StatusUpdate.ALL, h.on_message)
     )
@@ -117,6 +120,21 @@ class Handlers:
         else:
             text = t("telegram.setup.ready", community=chat.title or "", bot=self.tg.username)
         await self.tg.say_text(chat.id, text)
+
+    async def on_migrate(self, update: Update, _context: Context) -> None:
+        """A basic group became a supergroup (both chats say so; the first one moves it)."""
+        message = update.message
+        if message is None:
+            return
+        if message.migrate_to_chat_id:
+            old, new = message.chat.id, int(message.migrate_to_chat_id)
+        elif message.migrate_from_chat_id:
+            old, new = int(message.migrate_from_chat_id), message.chat.id
+        else:
+            return
+        if await self.tg.group_migrated(old, new):
+            title = message.chat.title or str(new)
+            await self.tg.say_text(new, t("telegram.migrated", community=title))
 
     # -- members joining and leaving --------------------------------------------------------
 
@@ -309,12 +327,59 @@ class Handlers:
         if user.is_bot:
             return
         name, tokens = self._parse(message)
+        private_setting = chat.type in GROUPS and name == "set" and bool(tokens)
+        if private_setting and await self._private_chat_setting(chat, user, tokens):
+            return
         if chat.type in GROUPS:
             self.tg.home[user.id] = chat.id
             replies = await dispatch(await self._context(chat.id, user), name, tokens)
             await self.answer_in_group(chat.id, user, replies, name, not tokens)
         elif chat.type == ChatType.PRIVATE:
             await self.private_command(user, name, tokens)
+
+    # -- where moderators' and admins' messages go ---------------------------------------------
+
+    async def _private_chat_setting(self, chat: Chat, user: User, tokens: list[str]) -> bool:
+        """Telegram groups have no private channels: the moderator and admin channels must be
+        another chat. True if this /set was handled here (and not by the neutral command)."""
+        key = tokens[0].lower().replace("_", "-")
+        if key in PRIVATE_CHATS and len(tokens) == 1:
+            await self._set_private_chat(chat, user, PRIVATE_CHATS[key])
+            return True
+        if key not in PRIVATE_CHATS.values() or len(tokens) < 2:
+            return False
+        value = tokens[1].lstrip("#")
+        if value.lower() in ("off", "none") or self.tg.target_chat(str(chat.id), value) != chat.id:
+            return False
+        if not await self.tg.is_admin(chat.id, user.id):
+            return False  # the neutral command refuses it as usual
+        chat_key = next(k for k, v in PRIVATE_CHATS.items() if v == key)
+        await self.tg.say_text(
+            chat.id, t("telegram.private_chat.needed", setting=key, command=f"/set {chat_key}")
+        )
+        return True
+
+    async def _set_private_chat(self, here: Chat, user: User, setting: str) -> None:
+        """``/set moderators-chat`` typed inside that chat: the typer's group (where they are
+        an admin) sends its moderators' (or admins') messages here from now on."""
+        assert self.tg.app is not None
+        stored = await self.engine.communities_of_member("telegram", str(user.id))
+        candidates = [self.tg.home[user.id]] if user.id in self.tg.home else []
+        candidates += [int(c) for c in stored if c.lstrip("-").isdigit()]
+        main = None
+        for chat_id in dict.fromkeys(candidates):
+            if chat_id != here.id and await self.tg.is_admin(chat_id, user.id):
+                main = chat_id
+                break
+        if main is None:
+            await self.tg.say_text(here.id, t("telegram.private_chat.no_group"))
+            return
+        actor = Actor(str(user.id), user.full_name)
+        await self.engine.set_setting(self.tg.ref(main), actor, setting, str(here.id))
+        title = self.tg.title(main)
+        await self.tg.say_text(
+            here.id, t("telegram.private_chat.set", community=title, setting=setting)
+        )
 
     async def private_command(self, user: User, name: str, tokens: list[str]) -> None:
         group = await self.tg.home_group(user.id)

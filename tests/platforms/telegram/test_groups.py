@@ -97,3 +97,64 @@ async def test_a_held_join_request_says_whose_link_and_then_who_decided(world: W
     assert ask.reply_markup is None  # the buttons are gone...
     assert "❌ Declined by Olga on " in ask.text  # ...replaced by who decided, and when
     assert ask.text.startswith("Bob asks to join Fans")
+
+
+async def test_a_group_that_becomes_a_supergroup_keeps_its_program(world: World):
+    fake = world.fake
+    owner = fake.user("Olga", started=True)
+    old = fake.add_group("Fans", owner, kind="group")
+    alice = fake.user("Alice", started=True)
+    fake.join(old, alice)
+    await world.settle()
+    fake.say(old, alice, "/invite")
+    [dm] = texts(await world.settle(), alice["id"])
+    link = INVITE.search(dm).group(0)
+    fake.join(old, fake.user("Ann"), link)  # credited; the welcome waits in the outbox
+    await world.updates_handled()
+    new = fake.migrate(old, owner)
+    sent = await world.settle()  # the migration, then the outbox
+    assert texts(sent, new)[0].startswith("Fans is a supergroup now.")
+    assert "Welcome to Fans, Ann! You were invited by Alice." in texts(sent, new)
+    assert texts(sent, old) == []
+    bob = fake.user("Bob")
+    fake.join(new, bob, link)  # the same personal link, in the supergroup
+    sent = await world.settle()
+    assert "Welcome to Fans, Bob! You were invited by Alice." in texts(sent, new)
+    fake.say(new, alice, "/status")
+    [status] = texts(await world.settle(), alice["id"])
+    assert "Referrals: 2 pending" in status  # the same program and counts
+    world.tg.migrated.clear()  # as after a restart: only Telegram's answer knows the new id
+    await world.tg.say(old, "still here")
+    assert fake.texts(new)[-1] == "still here"
+
+
+async def _two_quick_referrals(world: World, group: int, alice: dict) -> None:
+    fake = world.fake
+    fake.say(group, alice, "/invite")
+    [dm] = texts(await world.settle(), alice["id"])
+    link = INVITE.search(dm).group(0)
+    for name in ("Bob", "Cid", "Dee"):
+        fake.join(group, fake.user(name), link)
+    await world.settle()
+
+
+async def test_moderator_posts_never_go_to_the_main_group(world: World):
+    fake = world.fake
+    group, owner, alice = await group_with_member(world)
+    fake.say(group, owner, "/set velocity 1/10m")
+    fake.say(group, owner, "/set moderator-channel mods")  # a name: on Telegram, this group
+    sent = await world.settle()
+    assert any(m.startswith("A Telegram group has no private channels") for m in texts(sent, group))
+    ref, admin = world.tg.ref(group), Actor(str(owner["id"]), "Olga")
+    await world.app.engine.set_setting(ref, admin, "moderator-channel", "mods")  # as set before
+    await _two_quick_referrals(world, group, alice)
+    assert not [m for m in fake.texts(group) if m.startswith("Flag #")]
+
+    mods = fake.add_group("Mods", owner)
+    await world.settle()
+    fake.say(mods, owner, "/set moderators-chat")  # typed inside the private chat
+    [done] = [m for m in texts(await world.settle(), mods) if m.startswith("Done")]
+    assert done == "Done: this chat now receives the moderator-channel messages of Fans."
+    await _two_quick_referrals(world, group, alice)
+    assert [m for m in fake.texts(mods) if m.startswith("Flag #")]
+    assert not [m for m in fake.texts(group) if m.startswith("Flag #")]
