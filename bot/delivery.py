@@ -166,8 +166,11 @@ class OutboxWorker:
                 await self.drain()
             except Exception:
                 log.exception("event=outbox.drain_failed")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # arrives as the wake-up does, and the worker then never stops (a hung shutdown).
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=poll_seconds)
+                async with asyncio.timeout(poll_seconds):
+                    await self._wakeup.wait()
             except TimeoutError:
                 pass
 
