@@ -61,3 +61,13 @@ def test_the_console_lists_its_statements_and_says_how_to_become_admin(
         assert statement in out
     assert "cannot read" not in out  # help is not a scenario line
     assert "[bot -> @alice (private)] Program" in out  # the admin hint works as written
+
+
+def test_a_sqlite_file_in_a_folder_not_made_yet_is_created_without_waiting(
+    tmp_path, monkeypatch, caplog
+):
+    db = tmp_path / "new" / "data" / "bot.db"
+    monkeypatch.setenv("REFERRAL_BOT_DATABASE__URL", f"sqlite+aiosqlite:///{db}")
+    assert main(["migrate"]) == 0
+    assert db.is_file()
+    assert not [r for r in caplog.records if "database.retry" in r.getMessage()]

@@ -228,3 +228,33 @@ async def test_a_database_that_comes_up_late_is_waited_for(pg_ready: str):
     finally:
         await task
         await switch.stop()
+
+
+async def test_a_token_rejected_on_a_retry_stops_the_bot_with_the_same_line(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO)
+    body = {"ok": False, "error_code": 401, "description": "Unauthorized"}
+    with StatusServer(401, body) as rejecting:
+        switch = Switch("127.0.0.1", rejecting.port)
+        await switch.start()
+        await switch.answer(502)  # first Telegram is down; when it is back, it says 401
+        app, _p = build_app(
+            sqlite_url, telegram_url=f"http://127.0.0.1:{switch.port}/bot", token="1:revoked"
+        )
+        stopped: list[str] = []
+        app.supervisor.on_fatal.append(lambda exc: stopped.append(str(exc)))
+        with discord_api(f"http://127.0.0.1:{free_port()}"):
+            await app.open()
+            try:
+                await until(lambda: len(retry_lines(caplog, "telegram")) >= 1)
+                await switch.up()
+                await until(lambda: bool(stopped))
+            finally:
+                await app.close()
+                await switch.stop()
+    assert stopped[0].startswith("telegram: the token was rejected (401 Unauthorized).")
+    assert app.supervisor.fatal is not None
+    assert any(
+        "event=platform.rejected platform=telegram" in r.getMessage() for r in caplog.records
+    )
