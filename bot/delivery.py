@@ -110,6 +110,9 @@ class OutboxWorker:
     async def _deliver(self, item: OutboxItem) -> int | None:
         """None when delivered (or given up for good); else when the item is tried again."""
         platform = self.platforms[item.platform]
+        connected = getattr(platform, "is_connected", None)
+        if connected is not None and not connected():  # still being started or reconnecting
+            return await self._failed(item, f"{item.platform} is not connected", True, 5, False)
         try:
             await platform.deliver(item)
         except DeliveryError as exc:

@@ -258,3 +258,32 @@ async def test_a_token_rejected_on_a_retry_stops_the_bot_with_the_same_line(
     assert any(
         "event=platform.rejected platform=telegram" in r.getMessage() for r in caplog.records
     )
+
+
+async def test_items_for_a_platform_still_being_retried_wait_and_are_never_given_up(
+    sqlite_url: str,
+):
+    app, _p = build_app(sqlite_url, telegram_url=None)
+    with discord_api(f"http://127.0.0.1:{free_port()}"):
+        await app.open()
+        try:
+            now = app.clock.now()
+            row = {
+                "platform": "discord",
+                "kind": "dm",
+                "payload": '{"community":"1","user":"2","text":{"key":"x","values":{}}}',
+                "dedupe_key": "dm-while-down",
+                "next_attempt_at": now,
+                "created_at": now,
+                "attempts": 0,
+            }
+            await app.db.write(lambda repo: repo.add_outbox([row]))
+            for _ in range(app.settings.outbox.max_attempts + 2):  # more tries than allowed
+                await app.outbox.drain()
+                assert isinstance(app.clock, ManualClock)
+                app.clock.advance(60)
+            [waiting] = await app.db.read(lambda repo: repo.outbox_backlog())
+            assert waiting.platform == "discord" and waiting.waiting == 1  # not failed
+            assert app.outbox.failed == 0
+        finally:
+            await app.close()
