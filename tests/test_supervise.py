@@ -287,3 +287,24 @@ async def test_items_for_a_platform_still_being_retried_wait_and_are_never_given
             assert app.outbox.failed == 0
         finally:
             await app.close()
+
+
+async def test_a_discord_gateway_that_gives_up_is_one_line_and_not_ready(
+    caplog: pytest.LogCaptureFixture,
+):
+    from bot.platforms.discord import platform as discord_platform
+
+    settings = settings_for("sqlite+aiosqlite:///unused.db")
+    discord = DiscordPlatform(settings.discord, DISCORD_SECRET)
+
+    async def gateway() -> None:  # as client.connect ends on a close code it will not retry
+        raise ConnectionError("gateway closed with 4004")
+
+    discord._task = asyncio.create_task(gateway())
+    discord._task.add_done_callback(discord_platform._gateway_ended)
+    with pytest.raises(ConnectionError):
+        await discord._task
+    await asyncio.sleep(0)
+    assert not discord.is_connected()
+    [line] = [r for r in caplog.records if "event=discord.gateway_stopped" in r.getMessage()]
+    assert "4004" in line.getMessage() and line.exc_info is None
