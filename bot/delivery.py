@@ -161,6 +161,9 @@ class OutboxWorker:
     async def _deliver(self, item: OutboxItem) -> int | None:
         """None when delivered (or dead-lettered); else when the item is tried again."""
         platform = self.platforms[item.platform]
+        connected = getattr(platform, "is_connected", None)
+        if connected is not None and not connected():  # still being started or reconnecting
+            return await self._failed(item, f"{item.platform} is not connected", True, 5, False)
         timeout = self.settings.delivery_timeout_seconds
         if item.attempts >= self.settings.max_attempts:
             # Every attempt was recorded and none came back: the process stopped (crashed)
@@ -179,11 +182,12 @@ class OutboxWorker:
                 # retire (the code behind the link no longer credits anyway).
                 revoke = getattr(platform, "revoke_referral_link", None)
                 if revoke is not None:
-                    await asyncio.wait_for(
-                        revoke(item.payload["community"], item.payload["url"]), timeout
-                    )
+                    async with asyncio.timeout(timeout):
+                        await revoke(item.payload["community"], item.payload["url"])
             else:
-                await asyncio.wait_for(platform.deliver(item), timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel.
+                async with asyncio.timeout(timeout):
+                    await platform.deliver(item)
         except DeliveryError as exc:
             _observe_delivery(item, exc)
             return await self._failed(
@@ -293,8 +297,11 @@ class OutboxWorker:
                 await self.drain()
             except Exception:
                 log.exception("event=outbox.drain_failed")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # arrives as the wake-up does, and the worker then never stops (a hung shutdown).
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=poll_seconds)
+                async with asyncio.timeout(poll_seconds):
+                    await self._wakeup.wait()
             except TimeoutError:
                 pass
 

@@ -217,11 +217,14 @@ class PlatformSupervisor:
 async def wait_for_database(url: str, seconds: float, *, first_delay: float = 1.0) -> None:
     """Until the database answers ``SELECT 1``, or ``seconds`` have passed (then raise)."""
     import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
     from storage.database import redact
 
+    if make_url(url).get_backend_name() == "sqlite":
+        return  # a local file: nothing to wait for (its folder is created when it is opened)
     deadline = time.monotonic() + seconds
     attempt, delay = 0, first_delay
     while True:

@@ -1727,6 +1727,21 @@ class Repository:
         return [DeadLetter(k, r or "refused", e or "", n) for k, r, e, n in rows]
 
 
+    # -- community id changes (issue 10): a Telegram group that became a supergroup ---------
+
+    async def change_community_id(self, platform: str, old: str, new: str) -> bool:
+        """The community known as ``old`` is known as ``new`` from now on (same program,
+        links and counts). False if ``old`` is unknown or ``new`` is taken."""
+        if await self.community(platform, new) is not None:
+            return False
+        result = await self.conn.execute(
+            communities.update()
+            .where(communities.c.platform == platform, communities.c.external_id == old)
+            .values(external_id=new)
+        )
+        return bool(result.rowcount)
+
+
 def _routed(platforms: Sequence[str], routes: Mapping[str, OutboxRoute | None]) -> Any:
     """The claim's WHERE for routing: each platform, narrowed by its route if it has one."""
     terms = []
@@ -1743,20 +1758,6 @@ def _routed(platforms: Sequence[str], routes: Mapping[str, OutboxRoute | None]) 
             term = sa.and_(term, shard.in_(list(route.shard_ids)))
         terms.append(term)
     return sa.or_(*terms) if terms else sa.false()
-
-    # -- community id changes (issue 10): a Telegram group that became a supergroup ---------
-
-    async def change_community_id(self, platform: str, old: str, new: str) -> bool:
-        """The community known as ``old`` is known as ``new`` from now on (same program,
-        links and counts). False if ``old`` is unknown or ``new`` is taken."""
-        if await self.community(platform, new) is not None:
-            return False
-        result = await self.conn.execute(
-            communities.update()
-            .where(communities.c.platform == platform, communities.c.external_id == old)
-            .values(external_id=new)
-        )
-        return bool(result.rowcount)
 
 
 # -- metrics (issue 14: run it for real) --------------------------------------------------------

@@ -45,3 +45,29 @@ def test_a_bad_config_is_named_and_nothing_runs(tmp_path, capsys):
     cfg.write_text("[jobs]\nsweep = 1\n")
     assert main(["run", "--config", str(cfg)]) == 2
     assert "jobs.sweep: unknown setting" in capsys.readouterr().err
+
+
+def test_the_console_lists_its_statements_and_says_how_to_become_admin(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("REFERRAL_BOT_DATABASE__URL", f"sqlite+aiosqlite:///{tmp_path}/c.db")
+    typed = iter(["help", "?", "role alice admin", "alice: /program", "quit"])
+    monkeypatch.setattr("builtins.input", lambda _prompt="": next(typed))
+    assert main(["console"]) == 0
+    out = capsys.readouterr().out
+    assert "role <you> admin" in out  # said before anything is typed
+    assert out.count("Statements (the scenario language") == 2  # help and ?
+    for statement in ("community <name>", "join <user>", "advance <N>(m|h|d)", "quit, exit"):
+        assert statement in out
+    assert "cannot read" not in out  # help is not a scenario line
+    assert "[bot -> @alice (private)] Program" in out  # the admin hint works as written
+
+
+def test_a_sqlite_file_in_a_folder_not_made_yet_is_created_without_waiting(
+    tmp_path, monkeypatch, caplog
+):
+    db = tmp_path / "new" / "data" / "bot.db"
+    monkeypatch.setenv("REFERRAL_BOT_DATABASE__URL", f"sqlite+aiosqlite:///{db}")
+    assert main(["migrate"]) == 0
+    assert db.is_file()
+    assert not [r for r in caplog.records if "database.retry" in r.getMessage()]

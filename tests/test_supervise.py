@@ -228,3 +228,83 @@ async def test_a_database_that_comes_up_late_is_waited_for(pg_ready: str):
     finally:
         await task
         await switch.stop()
+
+
+async def test_a_token_rejected_on_a_retry_stops_the_bot_with_the_same_line(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO)
+    body = {"ok": False, "error_code": 401, "description": "Unauthorized"}
+    with StatusServer(401, body) as rejecting:
+        switch = Switch("127.0.0.1", rejecting.port)
+        await switch.start()
+        await switch.answer(502)  # first Telegram is down; when it is back, it says 401
+        app, _p = build_app(
+            sqlite_url, telegram_url=f"http://127.0.0.1:{switch.port}/bot", token="1:revoked"
+        )
+        stopped: list[str] = []
+        app.supervisor.on_fatal.append(lambda exc: stopped.append(str(exc)))
+        with discord_api(f"http://127.0.0.1:{free_port()}"):
+            await app.open()
+            try:
+                await until(lambda: len(retry_lines(caplog, "telegram")) >= 1)
+                await switch.up()
+                await until(lambda: bool(stopped))
+            finally:
+                await app.close()
+                await switch.stop()
+    assert stopped[0].startswith("telegram: the token was rejected (401 Unauthorized).")
+    assert app.supervisor.fatal is not None
+    assert any(
+        "event=platform.rejected platform=telegram" in r.getMessage() for r in caplog.records
+    )
+
+
+async def test_items_for_a_platform_still_being_retried_wait_and_are_never_given_up(
+    sqlite_url: str,
+):
+    app, _p = build_app(sqlite_url, telegram_url=None)
+    with discord_api(f"http://127.0.0.1:{free_port()}"):
+        await app.open()
+        try:
+            now = app.clock.now()
+            row = {
+                "platform": "discord",
+                "kind": "dm",
+                "payload": '{"community":"1","user":"2","text":{"key":"x","values":{}}}',
+                "dedupe_key": "dm-while-down",
+                "next_attempt_at": now,
+                "created_at": now,
+                "attempts": 0,
+            }
+            await app.db.write(lambda repo: repo.add_outbox([row]))
+            for _ in range(app.settings.outbox.max_attempts + 2):  # more tries than allowed
+                await app.outbox.drain()
+                assert isinstance(app.clock, ManualClock)
+                app.clock.advance(60)
+            [waiting] = await app.db.read(lambda repo: repo.outbox_backlog())
+            assert waiting.platform == "discord" and waiting.waiting == 1  # not failed
+            assert app.outbox.failed == 0
+        finally:
+            await app.close()
+
+
+async def test_a_discord_gateway_that_gives_up_is_one_line_and_not_ready(
+    caplog: pytest.LogCaptureFixture,
+):
+    from bot.platforms.discord import platform as discord_platform
+
+    settings = settings_for("sqlite+aiosqlite:///unused.db")
+    discord = DiscordPlatform(settings.discord, DISCORD_SECRET)
+
+    async def gateway() -> None:  # as client.connect ends on a close code it will not retry
+        raise ConnectionError("gateway closed with 4004")
+
+    discord._task = asyncio.create_task(gateway())
+    discord._task.add_done_callback(discord_platform._gateway_ended)
+    with pytest.raises(ConnectionError):
+        await discord._task
+    await asyncio.sleep(0)
+    assert not discord.is_connected()
+    [line] = [r for r in caplog.records if "event=discord.gateway_stopped" in r.getMessage()]
+    assert "4004" in line.getMessage() and line.exc_info is None

@@ -216,3 +216,17 @@ async def test_readyz_flips_when_the_database_goes_away_and_comes_back(pg_ready:
     finally:
         await app.close()
         await switch.stop()
+
+
+async def test_the_container_probe_asks_healthz(running, monkeypatch):
+    from bot.http import probe
+    from tests.fakes.outage import free_port
+
+    app, _console = running
+    assert app.http is not None
+    monkeypatch.setenv("REFERRAL_BOT_HTTP__LISTEN", f"0.0.0.0:{app.http.port}")
+    assert await asyncio.to_thread(probe.main) == 0
+    monkeypatch.setenv("REFERRAL_BOT_HTTP__LISTEN", f"127.0.0.1:{free_port()}")
+    assert await asyncio.to_thread(probe.main) == 1  # nothing answers: unhealthy
+    monkeypatch.setenv("REFERRAL_BOT_HTTP__LISTEN", "")
+    assert await asyncio.to_thread(probe.main) == 0  # no listener configured: nothing to ask

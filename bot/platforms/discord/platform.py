@@ -149,6 +149,7 @@ class DiscordPlatform:
             await self._rebuild(self.members_intent)
         await self.client.login(self.token)
         self._task = asyncio.create_task(self._connect(), name="discord-gateway")
+        self._task.add_done_callback(_gateway_ended)
 
     async def _connect(self) -> None:
         try:
@@ -196,6 +197,8 @@ class DiscordPlatform:
         return start_failure(exc, self.settings, self.catalog)
 
     def is_connected(self) -> bool:
+        if self._task is not None and self._task.done():  # the gateway connection gave up
+            return False
         return self.client.is_ready() and not self.client.is_closed()
 
     async def deliver(self, item: OutboxItem) -> None:
@@ -641,3 +644,15 @@ class DiscordPlatform:
                 await owner.send(rendered.text, allowed_mentions=rendered.allowed_mentions)
         except (discord.HTTPException, UserError) as exc:
             log.warning("event=discord.notice_failed guild=%s error=%s", guild.id, exc)
+
+
+def _gateway_ended(task: asyncio.Task) -> None:
+    """One line when the gateway connection stops for good (it reconnects by itself before)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error(
+            "event=discord.gateway_stopped error=%r; /readyz reports discord as disconnected",
+            f"{type(exc).__name__}: {exc}"[:300],
+        )
