@@ -168,7 +168,10 @@ class Interactions:
         """Answer within Discord's 3 s: slow work defers first and completes that same reply."""
         name = command.lower()
         task = asyncio.ensure_future(run())
-        deferred = name in SLOW
+        # A deferral's visibility is final: the reply that completes it can't be more private.
+        # So a public command defers only once it is really late; a quick private refusal
+        # ("slow down", a bad option) stays private.
+        deferred = name in SLOW and name not in PUBLIC
         if not deferred:
             done, _ = await asyncio.wait({task}, timeout=ANSWER_WITHIN)
             deferred = not done

@@ -60,3 +60,13 @@ async def test_a_dropped_button_press_is_acknowledged_without_a_message(world: W
     # a silent update: the only "response" is the pressed post itself, unchanged
     assert dropped.response is not None and dropped.response.id == message.id
     assert world.announcements.last_message.content == message.content
+
+
+async def test_slow_down_on_a_public_command_stays_private(world: World) -> None:
+    alice = await world.member("alice")
+    answers = [await alice.slash(world.general, "leaderboard") for _ in range(6)]
+    assert not answers[0].ephemeral  # the leaderboard itself is posted for everyone...
+    # ...but the refusal is for the flooder alone, not posted in the channel
+    assert answers[5].response.content.startswith("Slow down")
+    assert answers[5].ephemeral
+    assert not world.general.last_message.content.startswith("Slow down")
