@@ -168,7 +168,10 @@ class Interactions:
         """Answer within Discord's 3 s: slow work defers first and completes that same reply."""
         name = command.lower()
         task = asyncio.ensure_future(run())
-        deferred = name in SLOW
+        # A deferral's visibility is final: the reply that completes it can't be more private.
+        # So a public command defers only once it is really late; a quick private refusal
+        # ("slow down", a bad option) stays private.
+        deferred = name in SLOW and name not in PUBLIC
         if not deferred:
             done, _ = await asyncio.wait({task}, timeout=ANSWER_WITHIN)
             deferred = not done
@@ -179,6 +182,9 @@ class Interactions:
         except Exception:
             log.exception("event=discord.command_failed")
             replies = [Reply(t("discord.command_failed"), private=True)]
+        if not replies:
+            await self._acknowledge_silently(interaction, deferred)
+            return
         locale = locale_of(interaction)
         first = not deferred
         for reply in replies:
@@ -201,6 +207,23 @@ class Interactions:
                 else:
                     # After a defer the first follow-up completes the deferred reply itself.
                     await interaction.followup.send(chunk, ephemeral=reply.private, **kwargs)
+
+    async def _acknowledge_silently(self, interaction: discord.Interaction, deferred: bool) -> None:
+        """No answer (a member over the command budget, dropped): still acknowledge the
+        interaction, so the client does not show "interaction failed", and leave no message.
+
+        A button press is acknowledged with a silent update (nothing is shown); a slash command
+        can only be acknowledged with a private "thinking" reply, which is deleted at once.
+        """
+        try:
+            if not deferred:
+                if interaction.type == discord.InteractionType.component:
+                    await interaction.response.defer()
+                    return
+                await interaction.response.defer(ephemeral=True)
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            log.warning("event=discord.silent_ack_failed")
 
     async def autocomplete(self, interaction: discord.Interaction) -> None:
         ctx = self.context(interaction)
