@@ -9,7 +9,7 @@ from bot.engine.context import EngineContext
 from bot.engine.models import LeaderboardRow
 from bot.engine.notify import to_channel
 from bot.engine.ports import Repository
-from bot.engine.text import DateRange, Mention, t
+from bot.engine.text import DateRange, t
 
 PERIODS = ("all", "month", "week")
 
@@ -80,8 +80,9 @@ async def post_digests(repo: Repository, ctx: EngineContext) -> int:
             continue
         top = await present_only(repo, await repo.leaderboard_top(program_id, week, 50), 10)
         dates = week_dates(slot)
+        # Names, not mentions: a weekly post must not ping ten members (as /leaderboard).
         lines = [
-            t("leaderboard.line", rank=i, member=Mention(r.user_id, r.display_name), count=r.count)
+            t("leaderboard.line", rank=i, member=r.display_name, count=r.count)
             for i, r in enumerate(top, start=1)
         ]
         text = (
