@@ -47,8 +47,8 @@ async def program(ctx: CommandContext) -> Reply:
             id=o.program_id,
             communities=", ".join(f"{c.name} ({c.platform})" for c in o.communities),
             rule=conversion_rule(s),
-            code_window=s.code_window_days,
-            holding=s.holding_days,
+            code_window=t("days", count=s.code_window_days),
+            holding=t("days", count=s.holding_days),
             announce=where(s.announce_community_id, s.announce_channel),
             admin_channel=where(s.admin_community_id, s.admin_channel),
             digest=describe_digest(s),
@@ -60,18 +60,22 @@ async def program(ctx: CommandContext) -> Reply:
             fraud=t(
                 "program.fraud",
                 mode=s.risk_mode,
-                off=", ".join(s.detectors_off) or "none",
+                off=", ".join(s.detectors_off) or t("program.none"),
                 count=s.velocity_count,
                 minutes=s.velocity_minutes,
-                young=s.young_account_days,
+                young=t("days", count=s.young_account_days),
                 leave=s.leave_early_count,
                 leave_share=s.leave_early_share,
                 empty=s.empty_count,
                 empty_share=s.empty_share,
                 deadline=(
-                    f"{s.review_deadline_days}d {s.review_deadline_action}"
+                    t(
+                        "program.deadline",
+                        days=t("days", count=s.review_deadline_days),
+                        action=s.review_deadline_action,
+                    )
                     if s.review_deadline_days
-                    else "off"
+                    else t("program.off")
                 ),
                 moderators=where(s.moderator_community_id, s.moderator_channel),
             ),

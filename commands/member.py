@@ -101,7 +101,11 @@ async def status(ctx: CommandContext) -> Reply:
         parts.append(t("status.points", count=info.points))
     if info.points_unredeemed:
         parts.append(t("status.points_unredeemed", count=info.points_unredeemed))
-    parts.append(t("status.code", code=info.code) if info.code else t("status.no_code"))
+    if info.banned:
+        # Never "use /invite" to someone /invite refuses.
+        parts.append(t("status.banned_no_code"))
+    else:
+        parts.append(t("status.code", code=info.code) if info.code else t("status.no_code"))
     return Reply(t("status.body", lines=parts), private=True)
 
 

@@ -29,7 +29,11 @@ def tier_key(tier_id: int, participant_id: int) -> str:
 
 
 def reward_text(kind: RewardKind | str, value: str) -> Text:
-    return t(f"reward.{RewardKind(kind).value}", value=value)
+    reward_kind = RewardKind(kind)
+    if reward_kind is RewardKind.POINTS and value.isdigit():
+        # "1 point", "100 points": the count picks the plural form.
+        return t("reward.points", value=value, count=int(value))
+    return t(f"reward.{reward_kind.value}", value=value)
 
 
 def _grant_row(
@@ -609,7 +613,8 @@ def _redeemed_text(g: Grant, coupon: str | None) -> Text:
     if g.kind == RewardKind.COUPON:
         return t("redeem.coupon", reward=g.label, coupon=coupon or "")
     if g.kind == RewardKind.POINTS:
-        return t("redeem.points", reward=g.label, points=int(g.value or 0))
+        points = int(g.value or 0)
+        return t("redeem.points", reward=g.label, points=points, count=points)
     if g.kind == RewardKind.CHANNEL_ACCESS:
         return t("redeem.channel_access", reward=g.label, channel=g.value)
     return t("redeem.message", reward=g.label, message=g.value)

@@ -73,6 +73,7 @@ class StatusInfo:
     settings: ProgramSettings
     held: list[Grant] = field(default_factory=list)  # on hold for a moderator's review
     points_unredeemed: int = 0  # granted, not yet redeemed (ready or still in holding)
+    banned: bool = False  # banned from the program: no code, and /invite refuses one
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +348,7 @@ class ReferralEngine:
                 settings=s,
                 held=[g for g in grants if g.status == GrantStatus.HELD],
                 points_unredeemed=unredeemed,
+                banned=person.banned_at is not None,
             )
 
         return await self.store.read(op)
