@@ -61,6 +61,7 @@ class OutboxWorker:
         self.lease = max(3, settings.lease_seconds)
         self.delivered = 0
         self.failed = 0
+        self.unreachable = 0  # expected refusals (members who can't be messaged), in total
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -113,6 +114,19 @@ class OutboxWorker:
         overtake each other. At most ``2 * batch`` claimed items wait in memory. Cancelling
         a drain cancels its lanes and waits for them.
         """
+        unreachable_before = self.unreachable
+        try:
+            return await self._drain()
+        finally:
+            if self.unreachable > unreachable_before:
+                log.info(
+                    "event=outbox.unreachable count=%d total=%d; members who never started "
+                    "the bot or blocked it (shown in /outbox)",
+                    self.unreachable - unreachable_before,
+                    self.unreachable,
+                )
+
+    async def _drain(self) -> int:
         before = self.delivered
         await self._revive_on_schedule()
         queues: dict[str, deque[OutboxItem]] = {}
@@ -190,6 +204,8 @@ class OutboxWorker:
                     await platform.deliver(item)
         except DeliveryError as exc:
             _observe_delivery(item, exc)
+            if exc.quiet and not exc.retryable:
+                return await self._unreachable(item, str(exc))
             return await self._failed(
                 item, str(exc), exc.retryable, exc.retry_after, exc.counts_as_attempt
             )
@@ -207,6 +223,17 @@ class OutboxWorker:
         self.delivered += 1
         await self._revive_after_success(item.platform, now)
         return None
+
+    async def _unreachable(self, item: OutboxItem, error: str) -> None:
+        """An expected refusal (a member who never started the bot): set aside as
+        "unreachable" (kept, shown grouped in /outbox), counted for one line per drain, no
+        warning per item, and never revived on its own (retrying cannot help)."""
+        now = self.clock.now()
+        self._claimed.pop(item.id, None)
+        self.unreachable += 1
+        await self.store.write(
+            lambda repo: repo.mark_failed(item.id, item.attempts + 1, now, error, "unreachable")
+        )
 
     async def _failed(
         self,

@@ -1,8 +1,10 @@
 """Dead letters: outbox items given up on, as admins see and retry them (``/outbox``).
 
-An item is given up on when the platform refused it for good ("refused") or when every
-attempt failed ("attempts"). Nothing is deleted: the worker tries the second kind again once
-the platform delivers again, and an admin can send both kinds back into the queue.
+An item is given up on when the platform refused it for good ("refused"), when every
+attempt failed ("attempts"), or when the member can't be messaged ("unreachable": never started
+the bot, or blocked it; counted, not warned about per item). Nothing is deleted: the worker
+tries the "attempts" kind again once the platform delivers again, and an admin can send every
+kind back into the queue.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ async def retry(repo: Repository, ctx: EngineContext, community: Community, acto
     count = 0
     for platform, ids in sorted((await _by_platform(repo, community)).items()):
         count += await repo.revive_outbox(
-            [platform], now, 0, reasons=("attempts", "refused"), communities=ids
+            [platform], now, 0, reasons=("attempts", "refused", "unreachable"), communities=ids
         )
     if count:
         await repo.add_audit(

@@ -231,6 +231,8 @@ class DeadLetter:
     """Outbox items given up on, grouped for an admin: what, why, how many."""
 
     kind: str
-    reason: str  # "attempts" (retried once the platform delivers again) or "refused"
+    # "attempts" (retried once the platform delivers again), "refused", or "unreachable" (a
+    # member who can't be messaged: never started the bot, or blocked it)
+    reason: str
     error: str
     count: int

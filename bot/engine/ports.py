@@ -389,7 +389,8 @@ class Repository(Protocol):
     async def mark_failed(
         self, outbox_id: int, attempts: int, now: int, error: str, reason: str = "refused"
     ) -> None:
-        """A dead letter: ``reason`` "attempts" (every attempt failed) or "refused"."""
+        """A dead letter: ``reason`` "attempts" (every attempt failed), "refused", or
+        "unreachable" (a member who can't be messaged)."""
         ...
 
     async def outbox_keys(self, keys: Iterable[str]) -> set[str]: ...

@@ -16,6 +16,8 @@ class DeliveryError(Exception):
 
     ``retryable`` False means retrying cannot help (unknown channel, user blocks the bot);
     ``retry_after`` is the platform's own wait (a 429), in seconds.
+    ``quiet`` marks an expected refusal (a member who never started the bot, or blocked it):
+    the item is set aside as "unreachable", counted, and not logged as a warning.
     """
 
     def __init__(
@@ -26,6 +28,7 @@ class DeliveryError(Exception):
         retry_after: float | None = None,
         counts_as_attempt: bool = True,
         rate_limited: bool = False,
+        quiet: bool = False,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
@@ -34,6 +37,7 @@ class DeliveryError(Exception):
         self.counts_as_attempt = counts_as_attempt
         # True when the platform itself refused with a rate limit (HTTP 429), for the metrics.
         self.rate_limited = rate_limited
+        self.quiet = quiet
 
 
 class Platform(Protocol):

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from datetime import timedelta
 
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
 from bot.platforms.base import DeliveryError
+
+# A private message to a member who never started the bot, or who blocked or left it: expected
+# for many newcomers, not a fault anyone can fix.
+_UNREACHABLE = re.compile(
+    r"can't initiate conversation|blocked by the user|user is deactivated", re.IGNORECASE
+)
 
 
 def retry_seconds(exc: RetryAfter) -> float:
@@ -29,6 +36,9 @@ def delivery_error(exc: TelegramError, what: str) -> DeliveryError:
             counts_as_attempt=False,
             rate_limited=True,
         )
+    if isinstance(exc, Forbidden) and _UNREACHABLE.search(exc.message):
+        # Without the item's key: /outbox groups these by error, one line for all of them.
+        return DeliveryError(exc.message, retryable=False, quiet=True)
     if isinstance(exc, Forbidden | BadRequest):  # BadRequest is a NetworkError: test it first
         return DeliveryError(f"{what}: {exc.message}", retryable=False)
     if isinstance(exc, NetworkError):

@@ -184,3 +184,35 @@ async def test_webhook_mode_receives_updates_with_the_secret(
         assert fake.called("getUpdates") == []
     finally:
         await world.close()
+
+
+async def test_members_who_cant_be_messaged_are_counted_not_warned_about_per_join(
+    world: World, caplog: pytest.LogCaptureFixture
+):
+    """Alice stops the bot after taking her link, and the newcomers never started it: each
+    join's private messages (to Alice, to the newcomer) are refused by Telegram (403). Those
+    refusals are expected: counted in one line per delivery round and set aside as one
+    /outbox line, never a warning per join, and the group is still served."""
+    fake = world.fake
+    group, _owner, alice = await group_with_member(world)
+    link = await invite_link(world, group, alice)
+    fake.started.discard(alice["id"])  # she blocked the bot / never opened it again
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="bot.delivery"):
+        for name in ("Bob", "Cid", "Dan"):
+            fake.join(group, fake.user(name), link)
+        sent = await world.settle()
+    assert texts(sent, group) == [
+        f"Welcome to Fans, {n}! You were invited by Alice." for n in ("Bob", "Cid", "Dan")
+    ]
+    delivery = [r for r in caplog.records if r.name == "bot.delivery"]
+    assert [r for r in delivery if r.levelname == "WARNING"] == []
+    [summary] = [r.getMessage() for r in delivery if "outbox.unreachable" in r.getMessage()]
+    assert "count=6" in summary  # 3 notices to Alice, 3 newcomer guides
+    assert world.app is not None and world.app.outbox.unreachable == 6
+    world.clock.advance(7 * DAY)  # never revived on its own: retrying cannot help
+    assert texts(await world.settle(), alice["id"]) == []
+    assert world.app.outbox.unreachable == 6
+    assert world.tg is not None
+    letters = await world.app.engine.dead_letters(world.tg.ref(group))
+    assert [(d.kind, d.reason, d.count) for d in letters] == [("dm", "unreachable", 6)]
