@@ -11,7 +11,7 @@ from commands.member import conversion_rule, tier_lines
 from commands.registry import REGISTRY, CommandContext, Option, Reply
 
 ADMIN = Audience.ADMIN
-REWARD_KINDS = ("role", "coupon", "points", "message", "channel_access")
+REWARD_KINDS = ("role", "coupon", "points", "message", "channel_access", "tag")
 TIER_OPTIONS = [
     Option("name", max_length=60),
     Option("threshold", "int", min_value=1, max_value=100_000),

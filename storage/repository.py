@@ -956,7 +956,7 @@ class Repository:
             sa.select(grants)
             .where(
                 grants.c.status == GrantStatus.AVAILABLE.value,
-                grants.c.kind == RewardKind.ROLE.value,
+                grants.c.kind.in_([RewardKind.ROLE.value, RewardKind.TAG.value]),
                 grants.c.available_at <= now,
             )
             .order_by(grants.c.available_at)
@@ -1053,7 +1053,7 @@ class Repository:
                 sa.select(grants)
                 .where(
                     grants.c.participant_id.in_(chunk),
-                    grants.c.kind == RewardKind.ROLE.value,
+                    grants.c.kind.in_([RewardKind.ROLE.value, RewardKind.TAG.value]),
                     grants.c.status == GrantStatus.REDEEMED.value,
                 )
                 .order_by(grants.c.id)

@@ -10,7 +10,7 @@ from bot.engine import codes as codes_mod
 from bot.engine import communities
 from bot.engine.context import EngineContext
 from bot.engine.errors import UserError
-from bot.engine.models import AuditEntry, Community, RewardKind, Tier
+from bot.engine.models import TAG_MAX_LENGTH, AuditEntry, Community, RewardKind, Tier
 from bot.engine.ports import Repository
 from bot.engine.program_settings import ProgramSettings, apply_setting
 from bot.engine.rewards import tell_granted, tell_refilled, tier_grant_rows
@@ -87,6 +87,8 @@ def reward_value(
         caps = ctx.caps(platform)
         if kind == RewardKind.ROLE and not caps.roles:
             raise UserError("reward_error.roles_unsupported", platform=platform)
+        if kind == RewardKind.TAG and not caps.tags:
+            raise UserError("reward_error.tags_unsupported", platform=platform)
         if kind == RewardKind.CHANNEL_ACCESS and not caps.channel_access:
             raise UserError("reward_error.channel_unsupported", platform=platform)
     if kind == RewardKind.POINTS:
@@ -106,6 +108,8 @@ def reward_value(
         return kind, check_text("role", value, 100)
     if kind == RewardKind.CHANNEL_ACCESS:
         return kind, check_text("channel", value, 100)
+    if kind == RewardKind.TAG:
+        return kind, check_text("tag", value, TAG_MAX_LENGTH)
     return kind, check_text("message", value, 1000, multiline=True)
 
 

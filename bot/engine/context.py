@@ -22,6 +22,7 @@ class Capabilities:
     dms_intrusive: bool = False
     account_age: bool = False
     channel_access: bool = False
+    tags: bool = False  # member tags (Telegram setChatMemberTag), the counterpart of roles
 
 
 @dataclass(slots=True)

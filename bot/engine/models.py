@@ -21,6 +21,12 @@ class RewardKind(StrEnum):
     POINTS = "points"
     MESSAGE = "message"
     CHANNEL_ACCESS = "channel_access"
+    TAG = "tag"  # a member tag (Telegram): applied like a role, never claimed
+
+
+# Rewards applied to the member where they are (given, taken back on revoke or hold).
+APPLIED_KINDS = frozenset({RewardKind.ROLE, RewardKind.TAG})
+TAG_MAX_LENGTH = 16  # Telegram's limit for a member tag
 
 
 class GrantStatus(StrEnum):

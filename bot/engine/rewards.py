@@ -10,6 +10,7 @@ from bot.engine.clock import DAY
 from bot.engine.context import EngineContext
 from bot.engine.errors import UserError
 from bot.engine.models import (
+    APPLIED_KINDS,
     Community,
     Grant,
     GrantStatus,
@@ -139,14 +140,14 @@ async def tell_granted(
         # The newcomer's own reward has no tier: its label is never shown as one.
         if g.side == "referee" and g.available_at > now:
             text = t("dm.referee_reward_later", reward=reward, date=Date(g.available_at))
-        elif g.side == "referee" and g.kind == RewardKind.ROLE:
-            text = t("dm.referee_reward_role", role=g.value)
+        elif g.side == "referee" and g.kind in APPLIED_KINDS:
+            text = t(f"dm.referee_reward_{g.kind.value}", role=g.value)
         elif g.side == "referee":
             text = t("dm.referee_reward", reward=reward)
         elif g.available_at > now:
             text = t("dm.reward_held", label=g.label, reward=reward, date=Date(g.available_at))
-        elif g.kind == RewardKind.ROLE:
-            text = t("dm.reward_role", label=g.label, role=g.value)
+        elif g.kind in APPLIED_KINDS:
+            text = t(f"dm.reward_{g.kind.value}", label=g.label, role=g.value)
         else:
             text = t("dm.reward_ready", label=g.label, reward=reward)
         rows.append(
@@ -167,7 +168,7 @@ async def apply_roles(
 
     Applying bumps the grant's epoch, so a role given again (after a hold) has keys of its own.
     """
-    due = [g for g in grants if g.kind == RewardKind.ROLE and g.status == GrantStatus.AVAILABLE]
+    due = [g for g in grants if g.kind in APPLIED_KINDS and g.status == GrantStatus.AVAILABLE]
     if not due:
         return
     epochs = await repo.apply_role_grants([g.id for g in due], now)
@@ -210,15 +211,23 @@ async def role_changes(
         person = people[g.participant_id]
         for m in memberships.get(person.id, []):
             community = places.get(m.community_id)
-            if m.left_at is None and community is not None and _has_roles(ctx, community):
+            if m.left_at is None and community is not None and _applies(ctx, community, g.kind):
                 key = role_key(give, g.id, community.id, epoch, m.join_count)
                 rows.append(role_change(community, person.user_id, g.value, give, key, now))
     return rows
 
 
 def _has_roles(ctx: EngineContext | None, community: Community) -> bool:
-    """A program may span a platform without roles (Telegram): no role changes there."""
-    return ctx is None or ctx.caps(community.platform).roles
+    """A program may span a platform without roles (Telegram) or tags (Discord)."""
+    return ctx is None or ctx.caps(community.platform).roles or ctx.caps(community.platform).tags
+
+
+def _applies(ctx: EngineContext | None, community: Community, kind: RewardKind) -> bool:
+    """A role where the platform has roles, a member tag where it has tags; nothing else."""
+    if ctx is None:
+        return True
+    caps = ctx.caps(community.platform)
+    return caps.tags if kind == RewardKind.TAG else caps.roles
 
 
 async def roles_on_arrival(
@@ -248,7 +257,7 @@ async def roles_on_arrival(
         )
         for pid, community, join_count in arrivals
         for g in applied.get(pid, [])
-        if g.program_id == community.program_id
+        if g.program_id == community.program_id and _applies(ctx, community, g.kind)
     ]
     await repo.add_outbox(rows)
 
@@ -275,10 +284,10 @@ async def _tell_ready(repo: Repository, ctx: EngineContext, ready: list[Grant], 
         if person is None or where is None:
             continue
         reward = reward_text(g.kind, g.value)
-        if g.kind == RewardKind.ROLE and g.side == "referee":
-            text = t("dm.referee_role_ready", role=g.value)
-        elif g.kind == RewardKind.ROLE:
-            text = t("dm.role_ready", label=g.label, role=g.value)
+        if g.kind in APPLIED_KINDS and g.side == "referee":
+            text = t(f"dm.referee_{g.kind.value}_ready", role=g.value)
+        elif g.kind in APPLIED_KINDS:
+            text = t(f"dm.{g.kind.value}_ready", label=g.label, role=g.value)
         elif g.side == "referee":
             text = t("dm.referee_ready", reward=reward)
         else:
@@ -305,7 +314,7 @@ async def homes(repo: Repository, people: dict[int, Participant]) -> dict[int, C
 def _takes_back(g: Grant) -> bool:
     """Grants a take-back withdraws: not yet redeemed, or a role (a standing status)."""
     return g.status in (GrantStatus.AVAILABLE, GrantStatus.HELD) or (
-        g.status == GrantStatus.REDEEMED and g.kind == RewardKind.ROLE
+        g.status == GrantStatus.REDEEMED and g.kind in APPLIED_KINDS
     )
 
 
@@ -317,7 +326,7 @@ async def _revoke(
     applied = [
         (g, g.epoch)
         for g in grants
-        if g.kind == RewardKind.ROLE and g.status == GrantStatus.REDEEMED
+        if g.kind in APPLIED_KINDS and g.status == GrantStatus.REDEEMED
     ]
     return await role_changes(repo, applied, {}, give=False, now=now, ctx=ctx)
 
@@ -335,7 +344,9 @@ async def hold(
     if not held:
         return
     applied = [
-        (g, g.epoch) for g in held if g.kind == RewardKind.ROLE and g.status == GrantStatus.REDEEMED
+        (g, g.epoch)
+        for g in held
+        if g.kind in APPLIED_KINDS and g.status == GrantStatus.REDEEMED
     ]
     people = await repo.participants(g.participant_id for g in held)
     rows = await role_changes(repo, applied, people, give=False, now=now, ctx=ctx)
@@ -507,7 +518,9 @@ async def redeem(
     now = ctx.clock.now()
     s = await communities.settings_of(repo, ctx, community.program_id)
     mine = await repo.grants_of(person.id)
-    claimable = [g for g in mine if g.status == GrantStatus.AVAILABLE and g.kind != RewardKind.ROLE]
+    claimable = [
+        g for g in mine if g.status == GrantStatus.AVAILABLE and g.kind not in APPLIED_KINDS
+    ]
     ready = [g for g in claimable if g.available_at <= now]
     if which is not None:
         wanted = which.strip().lower()

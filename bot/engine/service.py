@@ -31,6 +31,7 @@ from bot.engine.events import CommunityRef, MemberJoined, MemberLeft, MessagePos
 from bot.engine.fraud import review
 from bot.engine.members import Activity, JoinResult, LeaveResult
 from bot.engine.models import (
+    APPLIED_KINDS,
     AuditEntry,
     Community,
     DeadLetter,
@@ -321,7 +322,9 @@ class ReferralEngine:
             grants = await repo.grants_of(person.id)
             code = await repo.active_code(person.id)
             usable = [
-                g for g in grants if g.status == GrantStatus.AVAILABLE and g.kind != RewardKind.ROLE
+                g
+                for g in grants
+                if g.status == GrantStatus.AVAILABLE and g.kind not in APPLIED_KINDS
             ]
             # The balance is what was credited; points not yet redeemed are shown apart.
             points = sum(

@@ -17,6 +17,7 @@ import math
 import re
 import secrets
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ ADMIN_RIGHTS = (
     "can_edit_stories",
     "can_delete_stories",
     "can_pin_messages",
+    "can_manage_tags",
 )
 ALLOWED_TAGS = {
     "b",
@@ -812,6 +814,30 @@ class FakeTelegram:
         url = f"https://t.me/+{secrets.token_urlsafe(12)}"
         self.links[url] = Link(url, chat_id, admin, name)
         return url
+
+    async def api_setChatMemberTag(self, p: dict) -> bool:
+        """Bot API 9.5: a tag shown next to a regular member's name (0-16 characters, no
+        emoji); an empty or missing tag removes it. The bot needs can_manage_tags."""
+        chat = self.chat(p["chat_id"])
+        if chat.type not in ("group", "supergroup"):
+            raise ApiError(400, "Bad Request: chat not found")
+        me = self._bot_member(chat)
+        if me["status"] != "administrator" or not me.get("can_manage_tags"):
+            raise ApiError(400, "Bad Request: not enough rights to manage tags")
+        member = chat.members.get(int(p["user_id"]))
+        if member is None or member["status"] != "member":
+            raise ApiError(400, "Bad Request: PARTICIPANT_ID_INVALID")
+        tag = str(p.get("tag") or "")
+        if len(tag) > 16 or any(unicodedata.category(ch) == "So" for ch in tag):
+            raise ApiError(400, "Bad Request: TAG_INVALID")
+        if tag:
+            member["tag"] = tag
+        else:
+            member.pop("tag", None)
+        return True
+
+    def tag_of(self, chat_id: int, user_id: int) -> str | None:
+        return self.chats[chat_id].members.get(user_id, {}).get("tag")
 
     async def api_approveChatJoinRequest(self, p: dict) -> bool:
         chat = self.chat(p["chat_id"])

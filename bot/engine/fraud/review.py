@@ -18,6 +18,7 @@ from bot.engine.errors import UserError
 from bot.engine.fraud.detectors import NewFlag, combined_risk, self_referral_flag
 from bot.engine.leaderboard import period_keys
 from bot.engine.models import (
+    APPLIED_KINDS,
     Community,
     FlagStatus,
     FraudFlag,
@@ -26,7 +27,6 @@ from bot.engine.models import (
     Participant,
     Referral,
     ReferralStatus,
-    RewardKind,
 )
 from bot.engine.notify import to_channel, to_user
 from bot.engine.ports import Repository
@@ -127,7 +127,7 @@ async def hold_referrals(
 def _holdable(g: Grant) -> bool:
     """Not yet redeemed, or a role (given now, taken off while held)."""
     return g.status == GrantStatus.AVAILABLE or (
-        g.status == GrantStatus.REDEEMED and g.kind == RewardKind.ROLE
+        g.status == GrantStatus.REDEEMED and g.kind in APPLIED_KINDS
     )
 
 

@@ -41,7 +41,7 @@ from telegram.ext import Application, ApplicationBuilder
 from bot.engine.context import Capabilities
 from bot.engine.errors import UserError
 from bot.engine.events import CommunityRef, UserRef
-from bot.engine.models import Audience, Community, InboxItem, OutboxItem
+from bot.engine.models import Audience, Community, InboxItem, OutboxItem, RewardKind
 from bot.engine.text import Text, from_json, t
 from bot.inbox import Inbox
 from bot.platforms.base import DeliveryError
@@ -110,6 +110,7 @@ class TelegramPlatform:
         dms_intrusive=False,
         account_age=False,
         channel_access=True,
+        tags=True,  # member tags (setChatMemberTag): the counterpart of Discord's roles
     )
 
     def __init__(
@@ -425,10 +426,20 @@ class TelegramPlatform:
             text = t("redeem.channel_link", channel=p["channel"], link=link)
             await self._paced(int(p["user"]), self.render(text, p["locale"]), None, what)
         elif item.kind in ("grant_role", "revoke_role"):
-            raise DeliveryError(f"{what}: Telegram has no roles", retryable=False)
+            await self._member_tag(p, give=item.kind == "grant_role", what=what)
         else:
             raise DeliveryError(f"unknown outbox kind {item.kind!r}", retryable=False)
         self.delivered.add(item.dedupe_key)
+
+    async def _member_tag(self, p: dict, *, give: bool, what: str) -> None:
+        """A tag reward (Telegram has no roles: the applied reward is a member tag), given or
+        taken back in one group. Without can_manage_tags it is refused (shown in /check)."""
+        chat = self.migrated.get(int(p["community"]), int(p["community"]))
+        try:
+            tag = p["role"] if give else None  # no tag: the member's tag is removed
+            await self.bot.set_chat_member_tag(chat, int(p["user"]), tag=tag)
+        except TelegramError as exc:
+            raise delivery_error(exc, what) from None
 
     async def _refuse_public_staff_post(self, p: dict, chat: int, what: str) -> None:
         """A moderators' or admins' message whose channel means the group itself would be
@@ -557,13 +568,26 @@ class TelegramPlatform:
 
     async def diagnose(self, chat_id: int) -> list[Text]:
         assert self.me is not None
-        problems = self.problems(await self.member(chat_id, self.me.id, fresh=True))
+        me = await self.member(chat_id, self.me.id, fresh=True)
+        problems = self.problems(me)
+        if not problems and not getattr(me, "can_manage_tags", False) and await self._tag_rewards(
+            chat_id
+        ):
+            problems.append(t("telegram.check.no_tag_right"))
         mods = self.settings.moderators_chat_id
         if mods:
             there = await self.member(int(mods), self.me.id, fresh=True)
             if there is None or not is_in_chat(there):
                 problems.append(t("telegram.check.moderators_chat", chat=mods))
         return problems
+
+    async def _tag_rewards(self, chat_id: int) -> bool:
+        """Whether the group's program gives member tags (a tier or the welcome reward)."""
+        assert self.app is not None
+        settings, tiers = await self.app.engine.rules(self.ref(chat_id))
+        return settings.referee_reward_kind == RewardKind.TAG.value or any(
+            tier.reward_kind == RewardKind.TAG for tier in tiers
+        )
 
     def remember_home(self, user_id: int, chat_id: int) -> None:
         """The group this member's private commands are about from now on."""

@@ -5,10 +5,8 @@ import socket
 import pytest
 
 from bot.engine.clock import DAY
-from bot.engine.models import OutboxItem
 from bot.engine.notify import to_channel
 from bot.engine.text import t
-from bot.platforms.base import DeliveryError
 from tests.platforms.telegram.conftest import World, texts
 from tests.platforms.telegram.helpers import INVITE, group_with_member, invite_link
 
@@ -61,13 +59,53 @@ async def test_channel_access_reward_is_a_single_use_link_by_private_message(wor
     assert len([s for s in fake.sent if s.text.startswith("Your personal invite")]) == 1
 
 
-async def test_roles_are_never_delivered_on_telegram(world: World):
-    assert world.tg is not None
-    item = OutboxItem(1, "telegram", "grant_role", {"community": "-1", "user": "1", "role": "x"},
-                      "role:1", 0)  # fmt: skip
-    with pytest.raises(DeliveryError) as refused:
-        await world.tg.deliver(item)
-    assert refused.value.retryable is False
+async def test_a_tag_reward_is_applied_in_every_group_and_taken_back_on_revoke(world: World):
+    """Telegram has no roles: its applied reward is a member tag (setChatMemberTag), given in
+    every group of the program the member is in, never claimed, and removed on a revoke."""
+    fake = world.fake
+    group, owner, alice = await converted_referral(world, "/tier_add Ambassador 1 tag Ambassador")
+    second = fake.add_group("Fans 2", owner)
+    await world.settle()
+    fake.say(group, owner, "/link_program")
+    [token_dm] = texts(await world.settle(), owner["id"])
+    token = token_dm.split("Link token: ", 1)[1].split(" ", 1)[0]
+    fake.say(second, owner, f"/link_program {token}")
+    fake.join(second, alice)
+    await world.settle()
+    sent = await world.advance(DAY)
+    assert fake.tag_of(group, alice["id"]) == "Ambassador"
+    assert fake.tag_of(second, alice["id"]) == "Ambassador"  # every group of the program
+    assert any("you now carry the tag Ambassador" in m for m in texts(sent, alice["id"]))
+    fake.say(group, alice, "/redeem")  # applied, not claimed
+    assert texts(await world.settle(), alice["id"]) == [
+        "You have no rewards to redeem yet. Check your progress with /status."
+    ]
+    fake.say(group, owner, "/referral_revoke 1")
+    await world.settle()
+    assert fake.tag_of(group, alice["id"]) is None
+    assert fake.tag_of(second, alice["id"]) is None
+
+
+async def test_a_tag_reward_without_the_right_is_advised_by_check(world: World):
+    fake = world.fake
+    group, owner, alice = await converted_referral(world, "/tier_add Ambassador 1 tag Ambassador")
+    fake.set_bot_status(group, "administrator", owner, can_manage_tags=False)
+    await world.advance(DAY)
+    assert fake.tag_of(group, alice["id"]) is None  # Telegram refused: no can_manage_tags
+    fake.say(group, owner, "/check")
+    [private] = texts(await world.settle(), owner["id"])
+    assert "Manage Tags" in private and "can_manage_tags" in private
+
+
+async def test_a_tag_too_long_for_telegram_is_refused_with_the_limit(world: World):
+    fake = world.fake
+    group, owner, _alice = await group_with_member(world)
+    fake.say(group, owner, "/tier_add Ambassador 1 tag Ambassador of the year")
+    [answer] = texts(await world.settle(), owner["id"])
+    assert "16" in answer
+    fake.say(group, owner, "/program")
+    [program] = texts(await world.settle(), owner["id"])
+    assert "Ambassador" not in program
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
