@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from bot.engine import codes as codes_mod
@@ -109,7 +110,10 @@ def reward_value(
     if kind == RewardKind.CHANNEL_ACCESS:
         return kind, check_text("channel", value, 100)
     if kind == RewardKind.TAG:
-        return kind, check_text("tag", value, TAG_MAX_LENGTH)
+        tag = check_text("tag", value, TAG_MAX_LENGTH)
+        if any(unicodedata.category(ch) == "So" for ch in tag):  # Telegram refuses emoji
+            raise UserError("reward_error.tag_emoji", max=TAG_MAX_LENGTH)
+        return kind, tag
     return kind, check_text("message", value, 1000, multiline=True)
 
 

@@ -103,6 +103,11 @@ async def test_a_tag_too_long_for_telegram_is_refused_with_the_limit(world: Worl
     fake.say(group, owner, "/tier_add Ambassador 1 tag Ambassador of the year")
     [answer] = texts(await world.settle(), owner["id"])
     assert "16" in answer
+    fake.say(group, owner, "/tier_add Ambassador 1 tag Star ⭐")
+    assert texts(await world.settle(), owner["id"]) == [
+        "A member tag is 1 to 16 letters, digits, spaces or punctuation; Telegram allows no "
+        "emoji in it."
+    ]
     fake.say(group, owner, "/program")
     [program] = texts(await world.settle(), owner["id"])
     assert "Ambassador" not in program
