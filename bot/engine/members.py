@@ -495,7 +495,7 @@ async def _greet(repo: Repository, ctx: EngineContext, greetings: list[Greeting]
                     c,
                     person.user_id,
                     t(
-                        "dm.newcomer",
+                        "dm.newcomer_channel" if c.kind == CHANNEL else "dm.newcomer",
                         community=c.name,
                         code=codes_mod.display(code),
                         min_days=t("days", count=s.min_days),
@@ -520,7 +520,7 @@ def referrer_notice(
         c,
         referrer.user_id,
         t(
-            "dm.referrer_joined",
+            "dm.referrer_joined_channel" if c.kind == CHANNEL else "dm.referrer_joined",
             member=person.display_name,
             community=c.name,
             min_days=t("days", count=s.min_days),

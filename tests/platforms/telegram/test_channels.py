@@ -45,7 +45,13 @@ async def test_a_subscriber_through_a_personal_link_converts_on_time_stayed(any_
     fake.join(channel, bob, found.group(0))
     sent = await world.settle()
     assert texts(sent, channel) == []  # no welcome post in the channel
-    assert any(m.startswith("Bob joined News with your code.") for m in texts(sent, alice["id"]))
+    [notice] = [m for m in texts(sent, alice["id"]) if "with your code" in m]
+    assert notice == (
+        "Bob joined the channel News with your code. "
+        "It counts once they have stayed subscribed 3 days."
+    )  # nothing about messages a subscriber can't post
+    [welcome] = texts(sent, bob["id"])  # Bob started the bot: his own code, in private
+    assert "once they have stayed subscribed 3 days" in welcome and "posted" not in welcome
 
     sent = await world.advance(2 * DAY)
     assert not any("now counts as your referral" in m for m in texts(sent, alice["id"]))
