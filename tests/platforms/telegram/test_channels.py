@@ -63,6 +63,11 @@ async def test_a_subscriber_through_a_personal_link_converts_on_time_stayed(any_
     [status] = texts(await world.settle(), alice["id"])
     assert "Referrals: 0 pending, 1 converted" in status
 
+    fake.say(alice["id"], alice, "/rules")
+    [rules] = texts(await world.settle(), alice["id"])
+    assert "In the channel News (telegram) a referral counts on time stayed alone" in rules
+    assert "posted" not in rules
+
     fake.say(owner["id"], owner, "/program")
     [program] = texts(await world.settle(), owner["id"])
     assert "In the channel News (telegram) a referral counts on time stayed alone: 3 days" in (
