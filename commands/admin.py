@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bot.engine.dead_letters import ROLE_KINDS
-from bot.engine.models import Audience, DeadLetter
-from bot.engine.program_settings import SETTING_KEYS, describe_digest
+from bot.engine.models import CHANNEL, Audience, Community, DeadLetter
+from bot.engine.program_settings import SETTING_KEYS, ProgramSettings, describe_digest
 from bot.engine.rewards import reward_text
 from bot.engine.text import Date, Text, t
 from commands.member import conversion_rule, tier_lines
@@ -46,7 +46,7 @@ async def program(ctx: CommandContext) -> Reply:
             name=o.name,
             id=o.program_id,
             communities=", ".join(f"{c.name} ({c.platform})" for c in o.communities),
-            rule=conversion_rule(s),
+            rule=[conversion_rule(s), *channel_rules(o.communities, s)],
             code_window=t("days", count=s.code_window_days),
             holding=t("days", count=s.holding_days),
             announce=where(s.announce_community_id, s.announce_channel),
@@ -256,6 +256,21 @@ async def referral_revoke(ctx: CommandContext) -> Reply:
 # -- outbox: dead letters (issue 11) ----------------------------------------------------------
 
 _KINDS = ("message", "dm", "grant_role", "revoke_role", "channel_access")
+
+
+def channel_rules(communities: list[Community], s: ProgramSettings) -> list[Text]:
+    """A broadcast channel's referrals convert on time stayed alone (nobody posts there)."""
+    return [
+        t(
+            "program.channel_rule",
+            community=c.name,
+            platform=c.platform,
+            days=t("days", count=s.min_days),
+            window=t("days", count=s.conversion_window_days),
+        )
+        for c in communities
+        if c.kind == CHANNEL
+    ]
 
 
 def _stuck_lines(dead: list[DeadLetter]) -> list[Text]:

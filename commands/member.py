@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.engine.codes import display
-from bot.engine.models import Tier
+from bot.engine.models import CHANNEL, Tier
 from bot.engine.program_settings import ProgramSettings
 from bot.engine.rewards import reward_text
 from bot.engine.service import StatusInfo
@@ -130,7 +130,17 @@ async def redeem(ctx: CommandContext) -> Reply:
 async def rules(ctx: CommandContext) -> Reply:
     s, tiers = await ctx.engine.rules(ctx.community)
     body = s.rules_text or t("rules.default_summary")
-    return Reply(t("rules.body", rules=body, rule=conversion_rule(s), tiers=tier_lines(tiers)))
+    rule = conversion_rule(s)
+    community = await ctx.engine.community(ctx.community)
+    if community.kind == CHANNEL:  # subscribers can't post: time stayed alone converts
+        rule = t(
+            "program.channel_rule",
+            community=community.name,
+            platform=community.platform,
+            days=t("days", count=s.min_days),
+            window=t("days", count=s.conversion_window_days),
+        )
+    return Reply(t("rules.body", rules=body, rule=rule, tiers=tier_lines(tiers)))
 
 
 @REGISTRY.command(

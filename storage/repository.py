@@ -106,7 +106,7 @@ def _membership(row: Any) -> Membership:
 
 
 def _community(row: Any) -> Community:
-    return Community(row.id, row.platform, row.external_id, row.name, row.program_id)
+    return Community(row.id, row.platform, row.external_id, row.name, row.program_id, row.kind)
 
 
 def _code(row: Any) -> ReferralCode:
@@ -268,7 +268,13 @@ class Repository:
         return out
 
     async def create_community(
-        self, platform: str, external_id: str, name: str, program_id: int, now: int
+        self,
+        platform: str,
+        external_id: str,
+        name: str,
+        program_id: int,
+        now: int,
+        kind: str = "group",
     ) -> Community:
         await self.conn.execute(
             self._insert(communities)
@@ -278,6 +284,7 @@ class Repository:
                 name=name,
                 program_id=program_id,
                 created_at=now,
+                kind=kind,
             )
             .on_conflict_do_nothing()
         )

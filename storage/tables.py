@@ -49,6 +49,8 @@ communities = Table(
     Column("name", String(200), nullable=False),
     Column("program_id", ForeignKey("programs.id"), nullable=False, index=True),
     Column("created_at", BigInteger, nullable=False),
+    # broadcast channels (issue 10 item 16): "group" or "channel"
+    Column("kind", String(20), nullable=False, server_default="group"),
     UniqueConstraint("platform", "external_id", name="uq_communities_platform_external"),
 )
 

@@ -324,7 +324,12 @@ async def link_with_token(
     old = community.program_id
     await repo.move_community(community.id, target)
     moved = Community(
-        community.id, community.platform, community.external_id, community.name, target
+        community.id,
+        community.platform,
+        community.external_id,
+        community.name,
+        target,
+        community.kind,
     )
     await repo.add_audit(
         target,

@@ -30,7 +30,7 @@ async def resolve(
             name = ref.name or ref.external_id
             program_id = await repo.create_program(name, {}, now)
             community = await repo.create_community(
-                ref.platform, ref.external_id, name, program_id, now
+                ref.platform, ref.external_id, name, program_id, now, ref.kind
             )
             await repo.add_audit(
                 program_id,

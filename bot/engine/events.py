@@ -21,6 +21,7 @@ class CommunityRef:
     platform: str
     external_id: str
     name: str = ""
+    kind: str = "group"  # "channel": a broadcast channel (see Community.kind); used on creation
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,14 @@ from bot.engine.clock import DAY
 from bot.engine.context import EngineContext
 from bot.engine.events import CommunityRef, JoinSource, MemberJoined, MemberLeft, UserRef
 from bot.engine.fraud import detectors, review
-from bot.engine.models import Community, Membership, Participant, Referral, ReferralStatus
+from bot.engine.models import (
+    CHANNEL,
+    Community,
+    Membership,
+    Participant,
+    Referral,
+    ReferralStatus,
+)
 from bot.engine.notify import to_channel, to_user
 from bot.engine.ports import Repository
 from bot.engine.program_settings import ProgramSettings
@@ -474,7 +481,7 @@ async def _greet(repo: Repository, ctx: EngineContext, greetings: list[Greeting]
             )
         else:
             body = t("welcome.plain", member=member, community=c.name)
-        if not s.welcome_off:
+        if not s.welcome_off and c.kind != CHANNEL:  # a channel post reaches every subscriber
             channel = s.welcome_channel if s.welcome_community_id == c.id else None
             rows.append(
                 to_channel(
@@ -488,7 +495,7 @@ async def _greet(repo: Repository, ctx: EngineContext, greetings: list[Greeting]
                     c,
                     person.user_id,
                     t(
-                        "dm.newcomer",
+                        "dm.newcomer_channel" if c.kind == CHANNEL else "dm.newcomer",
                         community=c.name,
                         code=codes_mod.display(code),
                         min_days=t("days", count=s.min_days),
@@ -513,7 +520,7 @@ def referrer_notice(
         c,
         referrer.user_id,
         t(
-            "dm.referrer_joined",
+            "dm.referrer_joined_channel" if c.kind == CHANNEL else "dm.referrer_joined",
             member=person.display_name,
             community=c.name,
             min_days=t("days", count=s.min_days),

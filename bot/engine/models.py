@@ -49,6 +49,12 @@ class Community:
     external_id: str
     name: str
     program_id: int
+    # "group", or "channel": a broadcast channel, whose subscribers can't post, so a referral
+    # there converts on time stayed alone and no welcome is posted to every subscriber.
+    kind: str = "group"
+
+
+CHANNEL = "channel"  # Community.kind of a broadcast channel
 
 
 @dataclass(slots=True)

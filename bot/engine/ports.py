@@ -57,7 +57,13 @@ class Repository(Protocol):
     async def communities_by_ids(self, ids: Iterable[int]) -> dict[int, Community]: ...
 
     async def create_community(
-        self, platform: str, external_id: str, name: str, program_id: int, now: int
+        self,
+        platform: str,
+        external_id: str,
+        name: str,
+        program_id: int,
+        now: int,
+        kind: str = "group",
     ) -> Community: ...
 
     async def program_communities(self, program_id: int) -> list[Community]: ...

@@ -16,7 +16,7 @@ from bot.engine.errors import UserError
 from bot.engine.events import JoinSource
 from bot.engine.fraud import detectors, review
 from bot.engine.leaderboard import period_keys
-from bot.engine.models import Community, Participant, Referral, ReferralStatus
+from bot.engine.models import CHANNEL, Community, Participant, Referral, ReferralStatus
 from bot.engine.notify import to_user
 from bot.engine.ports import Repository
 from bot.engine.program_settings import ProgramSettings
@@ -164,10 +164,16 @@ async def _failed_attempt(
     return ClaimResult(error=t("code.revoked" if revoked else "code.unknown", code=entered[:40]))
 
 
-def _eligible(s: ProgramSettings, messages: int, roles: set[str]) -> bool:
-    if messages < s.min_messages:
+def _eligible(s: ProgramSettings, messages: int, roles: set[str], time_only: bool) -> bool:
+    """Due (min-days stayed) and active enough. In a broadcast channel nobody but the admins
+    can post, so there time stayed alone converts: min-messages does not apply."""
+    if not time_only and messages < s.min_messages:
         return False
     return s.required_role is None or s.required_role in roles
+
+
+def _time_only(community: Community | None) -> bool:
+    return community is not None and community.kind == CHANNEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +194,7 @@ async def sweep(repo: Repository, ctx: EngineContext) -> SweepResult:
     settings = await communities.settings_for(repo, ctx, {r.program_id for r in due})
     referred = await repo.participants(r.referred_id for r in due)
     memberships = await repo.memberships_of(r.referred_id for r in due)
+    where = await repo.communities_by_ids({r.community_id for r in due})
     updates: list[dict] = []
     converted: list[Referral] = []
     expired = left = 0
@@ -213,7 +220,7 @@ async def sweep(repo: Repository, ctx: EngineContext) -> SweepResult:
                 "reason": "left before converting",
             }
             left += 1
-        elif _eligible(s, person.message_count, roles):
+        elif _eligible(s, person.message_count, roles, _time_only(where.get(r.community_id))):
             # Dated when it became due, not when the sweep got to it (after downtime, the
             # conversion still lands in the right week and month).
             when = min(r.due_at, now)

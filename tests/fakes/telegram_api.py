@@ -438,6 +438,18 @@ class FakeTelegram:
         self.chats[chat_id] = chat
         return chat_id
 
+    def add_broadcast_channel(
+        self, title: str, owner: dict[str, Any], username: str | None = None
+    ) -> int:
+        """A channel created by ``owner``, who then makes the bot an administrator allowed to
+        invite (a my_chat_member update, as Telegram sends it for a channel)."""
+        chat_id = -1_002_000_000_000 - next(self._chat_ids)
+        chat = Chat(chat_id, "channel", title, username)
+        chat.members[owner["id"]] = member_json(owner, "creator")
+        self.chats[chat_id] = chat
+        self.set_bot_status(chat_id, "administrator", owner, can_invite_users=True)
+        return chat_id
+
     def set_bot_status(self, chat_id: int, status: str, by: dict, **rights: bool) -> int:
         chat = self.chats[chat_id]
         old = self._bot_member(chat)

@@ -27,7 +27,7 @@ from telegram import (
     Update,
     User,
 )
-from telegram.constants import ParseMode
+from telegram.constants import ChatType, ParseMode
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -41,7 +41,7 @@ from telegram.ext import Application, ApplicationBuilder
 from bot.engine.context import Capabilities
 from bot.engine.errors import UserError
 from bot.engine.events import CommunityRef, UserRef
-from bot.engine.models import Audience, Community, InboxItem, OutboxItem, RewardKind
+from bot.engine.models import CHANNEL, Audience, Community, InboxItem, OutboxItem, RewardKind
 from bot.engine.text import Text, from_json, t
 from bot.inbox import Inbox
 from bot.platforms.base import DeliveryError
@@ -91,8 +91,10 @@ def user_ref(user: User) -> UserRef:
     return UserRef(str(user.id), user.full_name[:200] or str(user.id))
 
 
-def community_ref(chat_id: int, title: str | None) -> CommunityRef:
-    return CommunityRef(PLATFORM, str(chat_id), title or str(chat_id))
+def community_ref(chat_id: int, title: str | None, chat_type: str | None = None) -> CommunityRef:
+    """A group or supergroup is a "group" community; a broadcast channel a "channel" one."""
+    kind = CHANNEL if chat_type == ChatType.CHANNEL else "group"
+    return CommunityRef(PLATFORM, str(chat_id), title or str(chat_id), kind)
 
 
 @dataclass(slots=True)

@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 GROUPS = (ChatType.GROUP, ChatType.SUPERGROUP)
+# Chats that are communities: groups, and broadcast channels (subscribers join through
+# personal links like a group's members; nobody posts, so commands come from elsewhere).
+COMMUNITIES = (*GROUPS, ChatType.CHANNEL)
 # `/set moderators-chat` (typed inside that chat) sets moderator-channel to it; same for admins
 PRIVATE_CHATS = {"moderators-chat": "moderator-channel", "admins-chat": "admin-channel"}
 JOIN_REQUEST = "jr:"  # callback data of the held join request buttons: jr:<a|d>:<chat>:<user>
@@ -86,7 +89,7 @@ class Handlers:
 
     async def seen(self, update: Update, _context: Context) -> None:
         chat = update.effective_chat
-        if chat is not None and chat.type in GROUPS:
+        if chat is not None and chat.type in COMMUNITIES:
             self.tg.groups[chat.id] = chat.title or str(chat.id)
 
     async def on_error(self, update: object, context: Context) -> None:
@@ -100,7 +103,7 @@ class Handlers:
 
     async def on_my_member(self, update: Update, _context: Context) -> None:
         change = update.my_chat_member
-        if change is None or change.chat.type not in GROUPS:
+        if change is None or change.chat.type not in COMMUNITIES:
             return
         chat = change.chat
         if not is_in_chat(change.new_chat_member):
@@ -109,17 +112,40 @@ class Handlers:
             return
         assert self.tg.me is not None
         self.tg.forget_member(chat.id, self.tg.me.id)
-        await self.engine.community(community_ref(chat.id, chat.title))
+        await self.engine.community(community_ref(chat.id, chat.title, chat.type))
         before = self.tg.problems(change.old_chat_member)
         now = self.tg.problems(change.new_chat_member)
         added = not is_in_chat(change.old_chat_member)
         if not added and before == now:
+            return
+        if chat.type == ChatType.CHANNEL:
+            await self._channel_setup(change, added, now)
             return
         if now:
             text = t("telegram.setup.needs", community=chat.title or "", lines=now)
         else:
             text = t("telegram.setup.ready", community=chat.title or "", bot=self.tg.username)
         await self.tg.say_text(chat.id, text)
+
+    async def _channel_setup(
+        self, change: ChatMemberUpdated, added: bool, problems: list[Text]
+    ) -> None:
+        """A post in a channel reaches every subscriber: the admin who changed the bot's
+        rights is told in private instead, and on registration once how a channel's
+        referrals convert (time stayed alone: subscribers can't post)."""
+        admin, title = change.from_user, change.chat.title or ""
+        if admin is None or admin.is_bot:
+            return
+        if problems:
+            await self.tg.say_text(
+                admin.id, t("telegram.setup.needs", community=title, lines=problems)
+            )
+        if added:
+            settings, _tiers = await self.engine.rules(self.tg.ref(change.chat.id))
+            days = t("days", count=settings.min_days)
+            await self.tg.say_text(
+                admin.id, t("telegram.channel.ready", community=title, days=days)
+            )
 
     async def on_migrate(self, update: Update, _context: Context) -> None:
         """A basic group became a supergroup (both chats say so; the first one moves it)."""
@@ -155,7 +181,7 @@ class Handlers:
 
     async def on_member(self, update: Update, _context: Context) -> None:
         change = update.chat_member
-        if change is None or change.chat.type not in GROUPS:
+        if change is None or change.chat.type not in COMMUNITIES:
             return
         user = change.new_chat_member.user
         if user.is_bot:
@@ -163,7 +189,7 @@ class Handlers:
         chat = change.chat
         self.tg.forget_member(chat.id, user.id)
         was, now = is_in_chat(change.old_chat_member), is_in_chat(change.new_chat_member)
-        ref = community_ref(chat.id, chat.title)
+        ref = community_ref(chat.id, chat.title, chat.type)
         if now and not was:
             source, code = self._source(change)
             self.tg.home.setdefault(user.id, chat.id)
