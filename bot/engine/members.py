@@ -47,6 +47,33 @@ class LeaveResult:
     referrals_left: int = 0
 
 
+def pending_referral_row(
+    community: Community,
+    referrer_id: int,
+    referred_id: int,
+    code_id: int,
+    source: JoinSource,
+    joined: int,
+    s: ProgramSettings,
+    now: int,
+) -> dict[str, Any]:
+    """A new pending referral: due ``min_days`` after the join, expiring after the conversion
+    window (never before now), whether it came from a join, a typed code or a settled join."""
+    return {
+        "program_id": community.program_id,
+        "referrer_id": referrer_id,
+        "referred_id": referred_id,
+        "code_id": code_id,
+        "community_id": community.id,
+        "source": source.value,
+        "status": ReferralStatus.PENDING.value,
+        "risk": 0,
+        "created_at": now,
+        "due_at": max(now, joined + s.min_days * DAY),
+        "expires_at": max(now, joined + s.conversion_window_days * DAY),
+    }
+
+
 def _participant_row(program_id: int, platform: str, user: UserRef, now: int, origin: str) -> dict:
     return {
         "program_id": program_id,
@@ -276,19 +303,7 @@ async def process_joins(
             continue
         owner = owners[code.participant_id]  # type: ignore[attr-defined]
         referral_rows.append(
-            {
-                "program_id": c.program_id,
-                "referrer_id": owner.id,
-                "referred_id": person.id,
-                "code_id": code.id,
-                "community_id": c.id,
-                "source": e.source.value,  # type: ignore[attr-defined]
-                "status": ReferralStatus.PENDING.value,
-                "risk": 0,
-                "created_at": now,
-                "due_at": now + s.min_days * DAY,
-                "expires_at": now + s.conversion_window_days * DAY,
-            }
+            pending_referral_row(c, owner.id, person.id, code.id, e.source, now, s, now)
         )
         results.append(JoinResult(person.id, "new", credited_to=owner.display_name))
         greetings.append(Greeting(c, person, owner, s, True, join_number, returning))

@@ -83,19 +83,9 @@ async def claim_code(
     if owner is None or all(m.left_at is not None for m in owner_memberships):
         raise UserError("code.inactive")
     joined = person.first_joined_at
-    row = {
-        "program_id": community.program_id,
-        "referrer_id": owner.id,
-        "referred_id": person.id,
-        "code_id": code.id,
-        "community_id": community.id,
-        "source": JoinSource.TYPED_CODE.value,
-        "status": ReferralStatus.PENDING.value,
-        "risk": 0,
-        "created_at": now,
-        "due_at": max(now, joined + s.min_days * DAY),
-        "expires_at": max(now, joined + s.conversion_window_days * DAY),
-    }
+    row = members.pending_referral_row(
+        community, owner.id, person.id, code.id, JoinSource.TYPED_CODE, joined, s, now
+    )
     [referral_id] = await repo.insert_referrals([row])
     created = Referral(
         referral_id,

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 
 from bot.engine import codes as codes_mod
 from bot.engine import communities, members
-from bot.engine.clock import DAY
 from bot.engine.context import EngineContext
 from bot.engine.errors import UserError
 from bot.engine.events import JoinSource
 from bot.engine.fraud import review
-from bot.engine.models import Community, Participant, Referral, ReferralStatus
+from bot.engine.models import Community, Participant, Referral
 from bot.engine.ports import Repository
 
 
@@ -93,19 +92,9 @@ async def settle(
         raise UserError("code.own")
     s = await communities.settings_of(repo, ctx, community.program_id)
     joined = joined_at if joined_at is not None else now
-    row = {
-        "program_id": community.program_id,
-        "referrer_id": owner.id,
-        "referred_id": person.id,
-        "code_id": code.id,
-        "community_id": community.id,
-        "source": JoinSource.INVITE_LINK.value,
-        "status": ReferralStatus.PENDING.value,
-        "risk": 0,
-        "created_at": now,
-        "due_at": max(now, joined + s.min_days * DAY),
-        "expires_at": max(now, joined + s.conversion_window_days * DAY),
-    }
+    row = members.pending_referral_row(
+        community, owner.id, person.id, code.id, JoinSource.INVITE_LINK, joined, s, now
+    )
     [referral_id] = await repo.insert_referrals([row])
     await repo.add_audit(
         community.program_id,
