@@ -23,6 +23,7 @@ from bot.engine import observe
 from bot.engine.clock import Clock
 from bot.engine.models import OutboxItem, OutboxRoute
 from bot.engine.ports import Repository, Store
+from bot.engine.tasks import cancel_and_wait
 from bot.platforms.base import DeliveryError, Platform, lane_of
 from config.settings import OutboxSettings
 
@@ -339,13 +340,8 @@ class OutboxWorker:
     async def stop(self) -> None:
         """Cancel the worker and its lanes, wait for them, and release what was claimed but
         not sent, so the next process sends it at once (not after a lease)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         await self.release()
 
     async def release(self) -> None:

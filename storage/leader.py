@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from bot.engine.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 # The advisory lock's key: any fixed 64-bit number, the same in every process of one database.
 LOCK_KEY = 0x7265_6672_6C65_6164  # "refrlead"
@@ -79,13 +81,8 @@ class Leadership:
 
     async def stop(self) -> None:
         """Hand over at once: close the connection, which frees the lock."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         if self.is_leader and not self.single:
             log.info("event=leader.released")
         self.is_leader = self.single

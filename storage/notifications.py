@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from bot.engine.tasks import cancel_and_wait
 from storage.repository import COMMUNITY_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -89,13 +90,8 @@ class CommunityChanges:
                 pass
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         await self._drop()
         if self._engine is not None:
             await self._engine.dispose()
